@@ -1,0 +1,87 @@
+"""moto, in this process: its WSGI app for the wire protocol, its backends for the pollers, and the
+lock that makes every request to it linearizable.
+
+moto's models are not safe under thread switching: two `attribute_not_exists` conditional puts on
+one key were both seen to win with a small `sys.setswitchinterval`. Every moto request and every
+direct backend access therefore runs under `MotoBackends.lock`, one at a time. The lock is never
+held while waiting (SQS long polls wait outside it, see `emulator.sqs_long_poll`) nor across a call
+to a function, so a function's own calls back into the endpoint cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from emulator.config import EmulatorConfig
+from emulator.notifier import ChangeNotifier
+
+# The services moto serves behind the gateway; Lambda is ours (emulator.lambda_service).
+MOTO_SERVICES = ("kinesis", "dynamodb", "dynamodbstreams", "sqs", "logs", "iam", "sts", "cloudwatch")
+
+
+class MotoBackends:
+    def __init__(self, config: EmulatorConfig, notifier: ChangeNotifier) -> None:
+        # moto reads the account for every request from here (it would otherwise use 123456789012).
+        os.environ["MOTO_ACCOUNT_ID"] = config.account_id
+        os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "true")
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+        from emulator import moto_fixes
+
+        moto_fixes.apply(notifier)
+        self.config = config
+        self.account_id = config.account_id
+        self.notifier = notifier
+        self.app = DomainDispatcherApplication(create_backend_app)
+        self._lock: threading.RLock | None = threading.RLock() if config.serialize_writes else None
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold while touching moto. A no-op when ESJOIN_SERIALIZE_WRITES=0 (to show the races)."""
+        if self._lock is None:
+            yield
+            return
+        with self._lock:
+            yield
+
+    def warm_up(self) -> None:
+        """Create moto's per-service apps now, so the first real request is not the slow one."""
+        for service in MOTO_SERVICES:
+            with self.app.lock:
+                if service not in self.app.app_instances:
+                    self.app.app_instances[service] = self.app.create_app(service)  # type: ignore[arg-type]
+
+    # Backends, for in-process readers (pollers, log delivery). Call them under `lock()`.
+    def kinesis(self, region: str) -> Any:
+        from moto.kinesis.models import kinesis_backends
+
+        return kinesis_backends[self.account_id][region]
+
+    def dynamodb(self, region: str) -> Any:
+        from moto.dynamodb.models import dynamodb_backends
+
+        return dynamodb_backends[self.account_id][region]
+
+    def dynamodbstreams(self, region: str) -> Any:
+        from moto.dynamodbstreams.models import dynamodbstreams_backends
+
+        return dynamodbstreams_backends[self.account_id][region]
+
+    def sqs(self, region: str) -> Any:
+        from moto.sqs.models import sqs_backends
+
+        return sqs_backends[self.account_id][region]
+
+    def logs(self, region: str) -> Any:
+        from moto.logs.models import logs_backends
+
+        return logs_backends[self.account_id][region]
+
+    def iam(self) -> Any:
+        from moto.iam.models import iam_backends
+
+        return iam_backends[self.account_id]["global"]

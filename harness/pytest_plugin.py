@@ -1,0 +1,1 @@
+"""pytest plugin: backends, session bootstrap, waits and history checks (see harness/)."""
