@@ -74,6 +74,9 @@ class EmulatorConfig:
         config.validate()
         return config
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state_dir", Path(self.state_dir))
+
     def validate(self) -> None:
         if self.timing not in (TIMING_FAST, TIMING_AWS):
             raise ValueError(f"ESJOIN_TIMING must be '{TIMING_FAST}' or '{TIMING_AWS}', not {self.timing!r}")

@@ -1,5 +1,301 @@
-"""The `esjoin` command line."""
+"""The `esjoin` command line: run the pipeline locally, send events, read the views.
+
+    esjoin up [--backend embedded|localstack|emulator-container]   start + bootstrap + print outputs
+    esjoin send                      the original example's sample events through the `command` function
+    esjoin views [USER...]           view rows
+    esjoin status | down | logs
+    esjoin bootstrap apply|outputs|teardown ...   (infra.bootstrap's own command line)
+    esjoin emulator start [--port ...]            the embedded endpoint in the foreground
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
-app = typer.Typer(no_args_is_help=True, help="esjoin: run and test the event-sourcing pipeline locally")
+from harness.backends import DEFAULT_ENDPOINT, STATE_DIR, BackendError, answers_health, start_embedded
+from harness.control import ControlClient
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="esjoin: run and test the event-sourcing pipeline on a local AWS endpoint")
+emulator_app = typer.Typer(no_args_is_help=True, help="the embedded AWS endpoint")
+app.add_typer(emulator_app, name="emulator")
+# Outside a terminal (make, CI logs) rich would wrap at 80 columns; the views table needs more.
+console = Console(width=shutil.get_terminal_size((140, 40)).columns)
+err = Console(stderr=True)
+
+EMBEDDED, LOCALSTACK, EMULATOR_CONTAINER = "embedded", "localstack", "emulator-container"
+PID_FILE = STATE_DIR / "emulator.pid"
+LOG_FILE = STATE_DIR / "emulator.log"
+OUTPUTS = STATE_DIR / "outputs.json"
+COMPOSE_PROFILES = {LOCALSTACK: "localstack", EMULATOR_CONTAINER: "emulator"}
+
+BackendOption = Annotated[str, typer.Option("--backend", "-b", envvar="BACKEND",
+                                            help="embedded (default) | localstack | emulator-container")]
+StageOption = Annotated[str, typer.Option("--stage", envvar="ESJOIN_STAGE", help="stage name prefix")]
+EndpointOption = Annotated[str, typer.Option("--endpoint", envvar="ESJOIN_ENDPOINT", help="endpoint URL")]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]esjoin:[/] {message}")
+    return typer.Exit(code)
+
+
+# -- the embedded endpoint ---------------------------------------------------------------------
+
+
+@emulator_app.command("start", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def emulator_start(ctx: typer.Context) -> None:
+    """Run the endpoint in the foreground (flags: --host --port --region --timing --state-dir -v)."""
+    from emulator.__main__ import main
+
+    raise typer.Exit(main(list(ctx.args)))
+
+
+def running_pid() -> int | None:
+    try:
+        pid = int(PID_FILE.read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_embedded(endpoint: str) -> str:
+    """An embedded endpoint answering at `endpoint`: reuse it, or start one in the background."""
+    if ControlClient(endpoint, timeout=2).is_ready():
+        console.print(f"embedded endpoint already running at {endpoint}")
+        return endpoint
+    port = int(endpoint.rsplit(":", 1)[1].split("/")[0])
+    if answers_health(endpoint, "/_localstack/health"):
+        raise fail(f"{endpoint} is LocalStack, not the embedded endpoint: stop it or set ESJOIN_ENDPOINT "
+                   f"to another port (e.g. http://127.0.0.1:4567)")
+    started = time.monotonic()
+    try:
+        process, endpoint = start_embedded(port, STATE_DIR / "emulator", LOG_FILE, detach=True)
+    except BackendError as error:
+        raise fail(str(error)) from None
+    PID_FILE.write_text(f"{process.pid}\n")
+    console.print(f"embedded endpoint started at {endpoint} (pid {process.pid}, ready in "
+                  f"{time.monotonic() - started:.1f}s, log {LOG_FILE})")
+    return endpoint
+
+
+def stop_embedded() -> None:
+    pid = running_pid()
+    if pid is None:
+        PID_FILE.unlink(missing_ok=True)
+        console.print("no embedded endpoint started by `esjoin up` is running")
+        return
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and running_pid() == pid:
+        time.sleep(0.1)  # waiting on another process's exit: no event to wait on from here
+    if running_pid() == pid:
+        os.killpg(pid, signal.SIGKILL)
+    PID_FILE.unlink(missing_ok=True)
+    console.print(f"embedded endpoint stopped (pid {pid})")
+
+
+# -- containers ---------------------------------------------------------------------------------
+
+
+def compose(*args: str) -> list[str]:
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose", *args]
+    if shutil.which("docker-compose"):
+        return ["docker-compose", *args]
+    raise fail("neither `docker compose` nor `docker-compose` is installed; the embedded backend needs neither "
+               "(`make up`)")
+
+
+def compose_up(backend: str) -> None:
+    command = compose("--profile", COMPOSE_PROFILES[backend], "up", "-d", "--wait")
+    console.print("$ " + " ".join(command))
+    if subprocess.run(command).returncode != 0:
+        raise fail(f"`{' '.join(command)}` failed; `esjoin logs --backend {backend}` shows why")
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def stack_settings(stage: str, assignments: list[str]) -> Any:
+    from infra.settings import StackSettings, parse_assignments
+
+    return StackSettings.from_env(overrides={"stage": stage, **parse_assignments(assignments)})
+
+
+@app.command()
+def up(backend: BackendOption = EMBEDDED, stage: StageOption = "local", endpoint: EndpointOption = DEFAULT_ENDPOINT,
+       set_: Annotated[list[str] | None, typer.Option("--set", help="stack setting KEY=VALUE")] = None) -> None:
+    """Start the backend, bootstrap the stack, print where everything is."""
+    from infra.bootstrap import apply, read_outputs
+    from infra.stack import build_stack
+
+    STATE_DIR.mkdir(exist_ok=True)
+    if backend == EMBEDDED:
+        endpoint = ensure_embedded(endpoint)
+    elif backend in COMPOSE_PROFILES:
+        compose_up(backend)
+    else:
+        raise fail(f"unknown backend {backend!r}: embedded, localstack or emulator-container", 2)
+    stack = build_stack(stack_settings(stage, set_ or []))
+    started = time.monotonic()
+    if backend == LOCALSTACK:  # the container's init hook bootstrapped it; read what is there
+        outputs = read_outputs(stack, endpoint, outputs_path=OUTPUTS)
+    else:
+        outputs = apply(stack, endpoint, outputs_path=OUTPUTS)
+    console.print(f"stack '{stage}' on {endpoint}: {outputs.summary} ({time.monotonic() - started:.1f}s)")
+    print_outputs(outputs)
+    console.print(
+        "\nnext:\n"
+        "  esjoin send                  # the sample events through the pipeline, then the view rows\n"
+        "  esjoin views                 # every view row\n"
+        f"  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test aws --endpoint-url {endpoint} --region "
+        f"{outputs.region} dynamodb scan --table-name {outputs.tables['views']['name']}\n"
+        f"  make test                    # every test\n  make down                    # stop it")
+
+
+def print_outputs(outputs: Any) -> None:
+    rows = [("stream", outputs.stream["name"], outputs.stream["arn"])]
+    rows += [(f"table {k}", v["name"], v.get("streamArn") or v["arn"]) for k, v in outputs.tables.items()]
+    rows += [(f"queue {k}", v["name"], v["url"]) for k, v in outputs.queues.items()]
+    rows += [(f"function {k}", v["name"], v["arn"]) for k, v in outputs.functions.items()]
+    rows += [(f"mapping {k}", v["uuid"], v["source"]) for k, v in outputs.mappings.items()]
+    width = max(len(r[0]) for r in rows)
+    console.print(f"outputs (also in {OUTPUTS}):", highlight=False)
+    for kind, name, where in rows:
+        console.print(f"  {kind:<{width}}  {name}  {where}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def down(backend: BackendOption = EMBEDDED) -> None:
+    """Stop what `esjoin up` started."""
+    if backend == EMBEDDED:
+        stop_embedded()
+    elif backend in COMPOSE_PROFILES:
+        subprocess.run(compose("--profile", COMPOSE_PROFILES[backend], "down", "-v"), check=False)
+    else:
+        raise fail(f"unknown backend {backend!r}", 2)
+
+
+@app.command()
+def status(backend: BackendOption = EMBEDDED, endpoint: EndpointOption = DEFAULT_ENDPOINT) -> None:
+    """Is the endpoint up, is the stack there, is the pipeline quiet?"""
+    control = ControlClient(endpoint, timeout=2)
+    if backend == EMBEDDED and control.is_ready():
+        console.print_json(json.dumps({"health": control.health(), "quiescence": control.quiescence(),
+                                       "pid": running_pid()}))
+    elif answers_health(endpoint, "/_localstack/health"):
+        console.print(f"LocalStack answers at {endpoint}")
+    else:
+        raise fail(f"nothing answers at {endpoint}; `make up` starts the embedded endpoint")
+    if OUTPUTS.is_file():
+        console.print(f"outputs: {OUTPUTS} (stage {json.loads(OUTPUTS.read_text())['stage']})")
+
+
+@app.command()
+def logs(backend: BackendOption = EMBEDDED, lines: int = 100) -> None:
+    """The endpoint's log (embedded) or the containers' logs."""
+    if backend == EMBEDDED:
+        if not LOG_FILE.is_file():
+            raise fail(f"no log at {LOG_FILE}")
+        console.print("\n".join(LOG_FILE.read_text(errors="replace").splitlines()[-lines:]))
+    else:
+        subprocess.run(compose("--profile", COMPOSE_PROFILES.get(backend, backend), "logs", "--tail", str(lines)))
+
+
+def open_pipeline(endpoint: str) -> Any:
+    from harness.backends import EMBEDDED as EMBEDDED_BACKEND
+    from harness.backends import TIMING, Backend
+    from harness.pipeline import Pipeline
+    from infra.outputs import Outputs
+    from infra.target import local_target
+
+    if not OUTPUTS.is_file():
+        raise fail(f"no {OUTPUTS}: run `make up` first")
+    outputs = Outputs.load(OUTPUTS)
+    endpoint = outputs.endpoint or endpoint
+    backend = Backend(EMBEDDED_BACKEND, local_target(endpoint, outputs.region), TIMING[EMBEDDED_BACKEND])
+    return Pipeline(backend, outputs)
+
+
+@app.command()
+def send(endpoint: EndpointOption = DEFAULT_ENDPOINT,
+         deadline: Annotated[float, typer.Option(help="seconds to wait for the views")] = 60) -> None:
+    """Send the original example's sample events (two users) through `command`, print the views."""
+    from harness.events import sample_events
+    from harness.oracle import view_differences
+    from harness.waits import WaitTimeout, eventually
+
+    pipeline = open_pipeline(endpoint)
+    prefix = f"demo-{time.strftime('%H%M%S')}"
+    events = sample_events(prefix)
+    pipeline.log.record(events, "command")
+    result = pipeline.command({"events": events})
+    console.print(f"command function sent {result.get('sent')} events to {pipeline.outputs.stream['name']}")
+    users = pipeline.log.users()
+
+    def converged() -> bool:
+        views = pipeline.views(users)
+        return not [d for u in users for d in view_differences(pipeline.log.expected(u), views.get(u))]
+
+    try:
+        eventually(converged, expected="the view rows to reflect the events", deadline=deadline, interval=0.05)
+    except WaitTimeout as error:
+        raise fail(str(error)) from None
+    print_views(pipeline.views(users))
+
+
+def print_views(rows: dict[str, dict[str, Any]]) -> None:
+    table = Table(title="view rows")
+    for column in ("id", "name", "lastLogin", "recentOrderCount", "eventCount", "snapshotVersion"):
+        table.add_column(column)
+    for row in sorted(rows.values(), key=lambda r: r["id"]):
+        last_login = row.get("lastLogin")
+        shown = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(last_login / 1000)) if last_login else "-"
+        table.add_row(row["id"], str(row.get("name")), shown, str(row.get("recentOrderCount")),
+                      str(row.get("eventCount")), str(row.get("snapshotVersion", 0)))
+    console.print(table)
+
+
+@app.command()
+def views(users: Annotated[list[str] | None, typer.Argument(help="user ids (default: all)")] = None,
+          endpoint: EndpointOption = DEFAULT_ENDPOINT) -> None:
+    """Print view rows (all of them, or the given users')."""
+    from harness.pipeline import from_item
+
+    pipeline = open_pipeline(endpoint)
+    if users:
+        rows = pipeline.views(users)
+    else:
+        rows, kwargs = {}, {}
+        while True:
+            page = pipeline.dynamodb.scan(TableName=pipeline.table("views"), **kwargs)
+            rows.update({row["id"]: row for row in map(from_item, page["Items"])})
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
+    print_views(rows)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bootstrap(ctx: typer.Context) -> None:
+    """infra.bootstrap's command line: apply | outputs | teardown [--endpoint --stage --set K=V ...]."""
+    from infra.bootstrap import main
+
+    raise typer.Exit(main(list(ctx.args)))
+
+
+def run() -> None:  # pragma: no cover - console script convenience
+    sys.exit(app())

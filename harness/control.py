@@ -1,0 +1,65 @@
+"""A client for the embedded endpoint's control API (/_esjoin/, see emulator/control.py)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+
+class ControlApiError(RuntimeError):
+    pass
+
+
+class ControlClient:
+    def __init__(self, endpoint_url: str, timeout: float = 10.0) -> None:
+        self.base = endpoint_url.rstrip("/") + "/_esjoin"
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, document: dict | None = None) -> Any:
+        data = json.dumps(document).encode() if document is not None else None
+        request = urllib.request.Request(self.base + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            detail = error.read().decode(errors="replace")
+            raise ControlApiError(f"{method} {path}: HTTP {error.code}: {detail}") from None
+
+    def health(self) -> dict:
+        return self._call("GET", "/health")
+
+    def is_ready(self) -> bool:
+        try:
+            return self.health().get("status") == "ready"
+        except (OSError, ControlApiError, ValueError):
+            return False
+
+    def quiescence(self) -> dict:
+        return self._call("GET", "/quiescence")
+
+    def history(self, function: str | None = None, mapping: str | None = None, since: int = 0,
+                limit: int | None = None) -> dict:
+        query = "&".join(f"{k}={v}" for k, v in (("function", function), ("mapping", mapping),
+                                                 ("since", since), ("limit", limit)) if v)
+        return self._call("GET", "/history" + (f"?{query}" if query else ""))
+
+    def add_fault(self, function: str, action: str, **options: Any) -> dict:
+        return self._call("POST", "/faults", {"function": function, "action": action, **options})
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "/faults")
+
+    def mapping(self, uuid: str) -> dict:
+        return self._call("GET", f"/mappings/{uuid}")
+
+    def pause(self, uuid: str) -> dict:
+        return self._call("POST", f"/mappings/{uuid}/pause")
+
+    def resume(self, uuid: str) -> dict:
+        return self._call("POST", f"/mappings/{uuid}/resume")
+
+    def duplicate_next(self, uuid: str, count: int = 1) -> dict:
+        return self._call("POST", f"/mappings/{uuid}/duplicate", {"count": count})
