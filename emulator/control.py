@@ -6,9 +6,10 @@
     GET    /_esjoin/history?function=&mapping=&since=&limit=   invocations, oldest first
     DELETE /_esjoin/history
     GET    /_esjoin/faults                       the active fault rules
-    POST   /_esjoin/faults                       add one: {"function", "action": "error"|"delay",
-                                                 "count"?, "delaySeconds"?, "match"?, "errorType"?,
-                                                 "errorMessage"?}  -> 201 the rule (with its id)
+    POST   /_esjoin/faults                       add one: {"function" | "operation" (+ "service"?),
+                                                 "action": "error"|"delay", "count"?, "delaySeconds"?,
+                                                 "match"?, "errorType"?, "errorMessage"?, "statusCode"?}
+                                                 -> 201 the rule (with its id); see emulator/faults.py
     DELETE /_esjoin/faults[/<id>]                remove one or all
     GET    /_esjoin/mappings[/<uuid>]            mapping configuration + engine status (checkpoints, lag)
     POST   /_esjoin/mappings/<uuid>/pause|resume stop/restart delivery without changing State

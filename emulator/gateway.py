@@ -5,30 +5,39 @@
     for the `lambda` service          -> our Lambda API (never moto's: it would run Docker)
     SQS ReceiveMessage                -> moto, long-polled outside the lock (emulator.sqs_long_poll)
     everything else                   -> moto, one request at a time under MotoBackends.lock()
+
+A request fault rule (emulator.faults) that matches an AWS request delays it, or answers an AWS error
+instead of executing it, before it reaches moto.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import re
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import parse_qsl
 
+from emulator.faults import DELAY, FaultInjector, FaultRule
 from emulator.lambda_service.responses import is_lambda_request
 from emulator.moto_backends import MotoBackends
 from emulator.sqs_long_poll import long_poll, parse_receive
 
 WsgiApp = Callable[[dict[str, Any], Callable], Iterable[bytes]]
 CONTROL_PREFIX = "/_esjoin/"
-CREDENTIAL_REGION = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/")
+CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/")
 
 
 class Gateway:
-    def __init__(self, moto: MotoBackends, lambda_api: WsgiApp, control_api: WsgiApp, default_region: str) -> None:
+    def __init__(self, moto: MotoBackends, lambda_api: WsgiApp, control_api: WsgiApp, default_region: str,
+                 faults: FaultInjector) -> None:
         self.moto = moto
         self.lambda_api = lambda_api
         self.control_api = control_api
         self.default_region = default_region
+        self.faults = faults
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -37,6 +46,11 @@ class Gateway:
         if is_lambda_request(environ):
             return self.lambda_api(environ, start_response)
         body = read_body(environ)
+        fault = self.faults.take_request(*operation_of(environ, body), body)
+        if fault is not None:
+            if fault.action != DELAY:
+                return injected_error(fault, start_response)
+            time.sleep(fault.delay_seconds)  # the injected delay itself, outside the lock
         receive = parse_receive(environ, body) if _maybe_sqs(environ) else None
         if receive is not None:
             status, headers, payload = long_poll(self.moto, self.call_moto, environ, receive, self.region(environ))
@@ -64,8 +78,30 @@ class Gateway:
         return captured["status"], captured["headers"], payload
 
     def region(self, environ: dict[str, Any]) -> str:
-        match = CREDENTIAL_REGION.search(environ.get("HTTP_AUTHORIZATION", ""))
+        match = CREDENTIAL_SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
         return match.group(1) if match else self.default_region
+
+
+def operation_of(environ: dict[str, Any], body: bytes) -> tuple[str, str]:
+    """(service, operation) of an AWS request: the SigV4 scope's service and the X-Amz-Target's (JSON
+    protocol) or Action's (query protocol) operation; empty strings when unknown."""
+    match = CREDENTIAL_SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    service = match.group(2).lower() if match else ""
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target:
+        return service, target.rsplit(".", 1)[-1]
+    if b"Action=" in body:
+        return service, dict(parse_qsl(body.decode(errors="replace"))).get("Action", "")
+    return service, ""
+
+
+def injected_error(fault: FaultRule, start_response: Callable) -> Iterable[bytes]:
+    """An AWS JSON-protocol error, as botocore parses it (`__type` and `message`)."""
+    body = json.dumps({"__type": fault.error_type, "message": f"{fault.error_message} ({fault.id})"}).encode()
+    start_response(f"{fault.status_code} Injected Fault", [("Content-Type", "application/x-amz-json-1.0"),
+                                                            ("Content-Length", str(len(body))),
+                                                            ("x-amzn-ErrorType", fault.error_type)])
+    return [body]
 
 
 def read_body(environ: dict[str, Any]) -> bytes:

@@ -53,7 +53,7 @@ class Emulator:
         self.faults = FaultInjector()
         self.lambda_backend = LambdaBackend(config, self.moto, self.history, self.faults)
         self.gateway = Gateway(self.moto, LambdaResponses(self.lambda_backend, config.region),
-                               ControlApi(self), config.region)
+                               ControlApi(self), config.region, self.faults)
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()

@@ -80,6 +80,14 @@ def assert_converged(pipeline: Pipeline, users: Iterable[str] | None = None, dea
                              + "\n  ".join(accounting) + "\n" + report())
 
 
+def problems_at_quiescence(pipeline: Pipeline, users: Iterable[str] | None = None,
+                           deadline: float | None = None) -> list[str]:
+    """Wait for quiescence (not for convergence), then list every I1/I2 violation found (or [])."""
+    users = sorted(users if users is not None else pipeline.log.users())
+    wait_quiescent(pipeline, users, deadline)
+    return differences(pipeline, users) + snapshot_accounting_errors(pipeline, users)
+
+
 def snapshot_accounting_errors(pipeline: Pipeline, users: list[str]) -> list[str]:
     """I2: each snapshot's event count plus the distinct events stored above its watermark equals
     the number of distinct events sent (an event trimmed but never folded makes this fall short)."""

@@ -46,8 +46,13 @@ class ControlClient:
                                                  ("since", since), ("limit", limit)) if v)
         return self._call("GET", "/history" + (f"?{query}" if query else ""))
 
-    def add_fault(self, function: str, action: str, **options: Any) -> dict:
-        return self._call("POST", "/faults", {"function": function, "action": action, **options})
+    def add_fault(self, action: str, **rule: Any) -> dict:
+        """A fault rule (emulator/faults.py): add_fault("error", function="x", count=2, match="user-1"),
+        add_fault("delay", operation="PutItem", match="snapshots", delay_seconds=1, count=1)."""
+        names = {"delay_seconds": "delaySeconds", "error_type": "errorType", "error_message": "errorMessage",
+                 "status_code": "statusCode"}
+        document = {names.get(key, key): value for key, value in rule.items() if value is not None}
+        return self._call("POST", "/faults", {"action": action, **document})
 
     def clear_faults(self) -> None:
         self._call("DELETE", "/faults")
