@@ -39,6 +39,11 @@ PID_FILE = STATE_DIR / "emulator.pid"
 LOG_FILE = STATE_DIR / "emulator.log"
 OUTPUTS = STATE_DIR / "outputs.json"
 COMPOSE_PROFILES = {LOCALSTACK: "localstack", EMULATOR_CONTAINER: "emulator"}
+COMPOSE_SERVICES = {LOCALSTACK: ("localstack",), EMULATOR_CONTAINER: ("emulator", "bootstrap")}
+"""What each profile starts; tests/unit/test_compose_contract.py keeps it equal to docker-compose.yml."""
+COMPOSE_WAIT_SECONDS = 600.0
+"""ESJOIN_COMPOSE_WAIT_SECONDS: a first LocalStack start pulls images before its hook can bootstrap."""
+READY, WAITING, FAILED = "ready", "waiting", "failed"
 
 BackendOption = Annotated[str, typer.Option("--backend", "-b", envvar="BACKEND",
                                             help="embedded (default) | localstack | emulator-container")]
@@ -119,11 +124,65 @@ def compose(*args: str) -> list[str]:
                "(`make up`)")
 
 
-def compose_up(backend: str) -> None:
-    command = compose("--profile", COMPOSE_PROFILES[backend], "up", "-d", "--wait")
+def compose_up(backend: str, stage: str) -> None:
+    """Start the profile and wait until its stack is bootstrapped. Not `up --wait`: compose v1 (Debian's
+    docker-compose 1.29) has no --wait, and v2's exits 1 when a one-shot service such as `bootstrap`
+    exits 0 (https://github.com/docker/compose/issues/10596). `--build`, or an image built from an
+    older checkout would run silently."""
+    command = compose("--profile", COMPOSE_PROFILES[backend], "up", "-d", "--build")
     console.print("$ " + " ".join(command))
-    if subprocess.run(command).returncode != 0:
+    if subprocess.run(command, env={**os.environ, "ESJOIN_STAGE": stage}).returncode != 0:
         raise fail(f"`{' '.join(command)}` failed; `esjoin logs --backend {backend}` shows why")
+    wait_for_services(backend)
+
+
+def service_status(state: dict[str, Any] | None) -> tuple[str, str]:
+    """(READY | WAITING | FAILED, why) from `docker inspect`'s State: a service with a healthcheck must
+    turn healthy (docker/healthcheck.py prints FAILED when it never will), one without must exit 0."""
+    if state is None:
+        return WAITING, "no container yet"
+    health, status = state.get("Health"), state.get("Status")
+    if status in ("exited", "dead"):
+        code = state.get("ExitCode")
+        if code == 0 and not health:
+            return READY, "completed"
+        return FAILED, f"exited with status {code}"
+    if not health:
+        return WAITING, status or "unknown"
+    last = ((health.get("Log") or [{}])[-1].get("Output") or "").strip()
+    if health.get("Status") == "healthy":
+        return READY, last or "healthy"
+    if health.get("Status") == "unhealthy" or last.startswith("FAILED"):
+        return FAILED, last or "unhealthy"
+    return WAITING, last or health.get("Status", "starting")
+
+
+def wait_for_services(backend: str) -> None:
+    base = compose()
+    if not shutil.which("docker"):
+        raise fail("waiting on the containers needs the docker CLI (`docker inspect`)")
+    seconds = float(os.environ.get("ESJOIN_COMPOSE_WAIT_SECONDS") or COMPOSE_WAIT_SECONDS)
+    deadline, pending, shown = time.monotonic() + seconds, list(COMPOSE_SERVICES[backend]), {}
+    while pending:
+        for service in list(pending):
+            ids = subprocess.run([*base, "--profile", COMPOSE_PROFILES[backend], "ps", "-a", "-q", service],
+                                 capture_output=True, text=True).stdout.split()
+            inspected = subprocess.run(["docker", "inspect", "--format", "{{json .State}}", *ids[:1]],
+                                       capture_output=True, text=True) if ids else None
+            state = json.loads(inspected.stdout) if inspected and inspected.returncode == 0 else None
+            status, why = service_status(state)
+            if status == FAILED:
+                raise fail(f"{service}: {why}; `esjoin logs --backend {backend}` shows why")
+            if status == READY:
+                pending.remove(service)
+            if shown.get(service) != why:
+                console.print(f"{service}: {why}", highlight=False)
+                shown[service] = why
+        if pending and time.monotonic() > deadline:
+            raise fail(f"{', '.join(pending)} not ready after {seconds:.0f}s (ESJOIN_COMPOSE_WAIT_SECONDS); "
+                       f"`esjoin logs --backend {backend}` shows why")
+        if pending:
+            time.sleep(1)  # other processes' containers: nothing to wait on from here but their state
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -146,7 +205,7 @@ def up(backend: BackendOption = EMBEDDED, stage: StageOption = "local", endpoint
     if backend == EMBEDDED:
         endpoint = ensure_embedded(endpoint)
     elif backend in COMPOSE_PROFILES:
-        compose_up(backend)
+        compose_up(backend, stage)
     else:
         raise fail(f"unknown backend {backend!r}: embedded, localstack or emulator-container", 2)
     stack = build_stack(stack_settings(stage, set_ or []))
