@@ -39,6 +39,12 @@ class MotoBackends:
         self.app = DomainDispatcherApplication(create_backend_app)
         self._lock: threading.RLock | None = threading.RLock() if config.serialize_writes else None
 
+    def close(self) -> None:
+        """This endpoint stopped: no more write notifications for it."""
+        from emulator import moto_fixes
+
+        moto_fixes.release(self.notifier)
+
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold while touching moto. A no-op when ESJOIN_SERIALIZE_WRITES=0 (to show the races)."""

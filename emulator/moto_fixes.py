@@ -50,23 +50,42 @@ _kinesis_sequence_lock = threading.Lock()
 
 _local = threading.local()
 _applied = False
+# moto's backends are global to the process, so every endpoint in it (tests start several) hears of
+# every write: each registers its notifier here.
+_notifiers: list[ChangeNotifier] = []
+_notifiers_lock = threading.Lock()
 
 
 def apply(notifier: ChangeNotifier) -> None:
-    """Patch moto's models in this process. Idempotent; the notifier of the first call is kept."""
+    """Patch moto's models in this process (once) and register `notifier` for write notifications."""
     global _applied
-    if _applied:
-        return
-    if moto.__version__ != MOTO_VERSION:
-        raise RuntimeError(
-            f"emulator.moto_fixes is written against moto {MOTO_VERSION}, found {moto.__version__}; "
-            "pin moto in pyproject.toml or review the patches"
-        )
-    _patch_dynamodb(notifier)
-    _patch_dynamodbstreams()
-    _patch_kinesis(notifier)
-    _patch_sqs(notifier)
-    _applied = True
+    with _notifiers_lock:
+        if notifier not in _notifiers:
+            _notifiers.append(notifier)
+        if _applied:
+            return
+        if moto.__version__ != MOTO_VERSION:
+            raise RuntimeError(
+                f"emulator.moto_fixes is written against moto {MOTO_VERSION}, found {moto.__version__}; "
+                "pin moto in pyproject.toml or review the patches"
+            )
+        _patch_dynamodb()
+        _patch_dynamodbstreams()
+        _patch_kinesis()
+        _patch_sqs()
+        _applied = True
+
+
+def release(notifier: ChangeNotifier) -> None:
+    """Stop notifying `notifier` (its endpoint stopped)."""
+    with _notifiers_lock:
+        if notifier in _notifiers:
+            _notifiers.remove(notifier)
+
+
+def notify(arn: str) -> None:
+    for notifier in list(_notifiers):
+        notifier.notify(arn)
 
 
 def next_kinesis_sequence_number() -> int:
@@ -83,7 +102,7 @@ def table_stream_arn(table: Any) -> str | None:
     return f"{table.table_arn}/stream/{table.latest_stream_label}"
 
 
-def _patch_dynamodb(notifier: ChangeNotifier) -> None:
+def _patch_dynamodb() -> None:
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.table import StreamRecord, StreamShard, Table
 
@@ -103,7 +122,7 @@ def _patch_dynamodb(notifier: ChangeNotifier) -> None:
         original_add(self, old, new)
         arn = table_stream_arn(self.table)
         if arn:
-            notifier.notify(arn)
+            notify(arn)
 
     def record_init(self: StreamRecord, table: Any, *args: Any, **kwargs: Any) -> None:
         original_record_init(self, table, *args, **kwargs)
@@ -209,7 +228,7 @@ class _StatelessIterator:
 # -- Kinesis --------------------------------------------------------------------------------------
 
 
-def _patch_kinesis(notifier: ChangeNotifier) -> None:
+def _patch_kinesis() -> None:
     from moto.kinesis.models import Record, Shard, Stream
 
     original_shard_init = Shard.__init__
@@ -271,7 +290,7 @@ def _patch_kinesis(notifier: ChangeNotifier) -> None:
     def stream_put_record(self: Stream, *args: Any, **kwargs: Any) -> tuple[str, str]:
         self.lambda_event_source_mappings = {}  # delivery is ours, never moto's
         result = original_stream_put_record(self, *args, **kwargs)
-        notifier.notify(self.arn)
+        notify(self.arn)
         return result
 
     def keeping_parent_records(original: Callable[..., None]) -> Callable[..., None]:
@@ -285,7 +304,7 @@ def _patch_kinesis(notifier: ChangeNotifier) -> None:
             finally:
                 for shard, records in kept:
                     shard.records = records
-            notifier.notify(self.arn)
+            notify(self.arn)
 
         return reshard
 
@@ -304,7 +323,7 @@ def _patch_kinesis(notifier: ChangeNotifier) -> None:
 # -- SQS ------------------------------------------------------------------------------------------
 
 
-def _patch_sqs(notifier: ChangeNotifier) -> None:
+def _patch_sqs() -> None:
     from moto.sqs.models import Queue, SQSBackend
 
     original_add_message = Queue.add_message
@@ -313,11 +332,11 @@ def _patch_sqs(notifier: ChangeNotifier) -> None:
     def add_message(self: Queue, message: Any) -> None:
         self.lambda_event_source_mappings = {}  # delivery is ours, never moto's
         original_add_message(self, message)
-        notifier.notify(self.queue_arn)
+        notify(self.queue_arn)
 
     def change_message_visibility(self: SQSBackend, queue_name: str, *args: Any, **kwargs: Any) -> None:
         original_change_visibility(self, queue_name, *args, **kwargs)
-        notifier.notify(self.get_queue(queue_name).queue_arn)
+        notify(self.get_queue(queue_name).queue_arn)
 
     Queue.add_message = add_message
     SQSBackend.change_message_visibility = change_message_visibility

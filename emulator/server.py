@@ -87,6 +87,7 @@ class Emulator:
         self._stopped.set()
         self.ready = False
         self.lambda_backend.shutdown()
+        self.moto.close()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

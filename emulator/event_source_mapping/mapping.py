@@ -101,7 +101,8 @@ class EventSourceMapping:
     # -- construction and update, from API parameters ------------------------------------------
 
     @classmethod
-    def create(cls, params: dict[str, Any], function_arn: str, region: str, account_id: str) -> EventSourceMapping:
+    def create(cls, params: dict[str, Any], function_arn: str, region: str,
+               account_id: str) -> EventSourceMapping:
         arn = params.get("EventSourceArn")
         if not arn:
             raise _invalid("EventSourceArn is required")
@@ -111,7 +112,8 @@ class EventSourceMapping:
             position = params.get("StartingPosition")
             if position not in STREAM_STARTING_POSITIONS[source]:
                 allowed = ", ".join(sorted(STREAM_STARTING_POSITIONS[source]))
-                raise _invalid(f"StartingPosition must be one of {allowed} for {source} streams, not {position!r}")
+                raise _invalid(f"StartingPosition must be one of {allowed} for {source} streams, "
+                               f"not {position!r}")
             if position == "AT_TIMESTAMP" and params.get("StartingPositionTimestamp") is None:
                 raise _invalid("StartingPositionTimestamp is required with StartingPosition AT_TIMESTAMP")
         elif params.get("StartingPosition") is not None:
@@ -149,7 +151,8 @@ class EventSourceMapping:
         if params.get("FunctionResponseTypes") is not None:
             types = list(params["FunctionResponseTypes"])
             if any(t != REPORT_BATCH_ITEM_FAILURES for t in types):
-                raise _invalid(f"FunctionResponseTypes may only contain {REPORT_BATCH_ITEM_FAILURES}, not {types}")
+                raise _invalid(f"FunctionResponseTypes may only contain {REPORT_BATCH_ITEM_FAILURES}, "
+                               f"not {types}")
             self.function_response_types = types
         if "FilterCriteria" in params:
             self.filter_criteria = params["FilterCriteria"] or None
@@ -167,7 +170,8 @@ class EventSourceMapping:
         if self.event_source_arn.endswith(".fifo") and self.batch_size > 10:
             raise _invalid("BatchSize must be at most 10 for FIFO queues")
         if self.batch_size > 10 and self.maximum_batching_window_seconds < 1:
-            raise _invalid("MaximumBatchingWindowInSeconds must be at least 1 when BatchSize is greater than 10")
+            raise _invalid("MaximumBatchingWindowInSeconds must be at least 1 when BatchSize is greater "
+                           "than 10")
         scaling = params.get("ScalingConfig")
         if scaling is not None:
             concurrency = scaling.get("MaximumConcurrency")
@@ -192,7 +196,8 @@ class EventSourceMapping:
         if "DestinationConfig" in params:
             destination = ((params.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
             if destination and not destination.startswith("arn:aws:sqs:"):
-                raise _invalid(f"OnFailure destination {destination} is not supported here: use an SQS queue ARN")
+                raise _invalid(f"OnFailure destination {destination} is not supported here: "
+                               "use an SQS queue ARN")
             self.on_failure_destination = destination or None
         if self.batch_size > 10000:
             raise _invalid("BatchSize must be at most 10000")

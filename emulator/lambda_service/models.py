@@ -178,7 +178,8 @@ class LambdaBackend:
         shutil.rmtree(self._code_root, ignore_errors=True)  # moto's state is in memory: start clean too
         self._code_root.mkdir(parents=True, exist_ok=True)
         self.runtime = LambdaRuntime(config, config.endpoint_url, CloudWatchLogSink(moto))
-        self.engine = EventSourceMappingEngine(config, moto, self.invoke_for_mapping, self._mapping_changed)
+        self.engine = EventSourceMappingEngine(config, moto, self.invoke_for_mapping, self._mapping_changed,
+                                               invoke_identity_arn=self._function_role)
         self._async = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lambda-async")
         self._activity = threading.Condition()
         self._in_flight = 0  # invocations running now, direct and from mappings
@@ -377,6 +378,13 @@ class LambdaBackend:
             self._async.submit(self._invoke_async, function.arn, payload, region, origin)
             return None
         return self._invoke(function, payload, origin, client_context)
+
+    def _function_role(self, function_arn: str) -> str:
+        """The execution role Kinesis events name as invokeIdentityArn."""
+        try:
+            return self.resolve(function_arn, self.config.region)[0].role
+        except LambdaServiceError:
+            return f"arn:aws:iam::{self.config.account_id}:role/lambda-role"
 
     def invoke_for_mapping(self, function_arn: str, payload: bytes, origin: InvocationOrigin) -> InvocationResult:
         function, _ = self.resolve(function_arn, self.config.region)

@@ -1,0 +1,1 @@
+"""Pollers, one per kind of source: stream.py (shared by kinesis.py and dynamodb_streams.py), sqs.py."""
