@@ -7,25 +7,34 @@
     everything else                   -> moto, one request at a time under MotoBackends.lock()
 
 A request fault rule (emulator.faults) that matches an AWS request delays it, or answers an AWS error
-instead of executing it, before it reaches moto.
+instead of executing it, before it reaches moto. Requests AWS would refuse are refused here with
+AWS's error shape rather than reaching moto: unsigned ones (moto would answer them as S3), ones for a
+service this endpoint does not serve, and JSON-protocol bodies that are not JSON. An exception inside
+moto becomes a 400 ValidationException (moto raises on input it does not validate), logged with its
+traceback, never a bare 500.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
+from emulator.aws_errors import AwsError
 from emulator.faults import DELAY, FaultInjector, FaultRule
 from emulator.lambda_service.responses import is_lambda_request
 from emulator.moto_backends import MotoBackends
 from emulator.sqs_long_poll import long_poll, parse_receive
 
+log = logging.getLogger("esjoin.emulator")
 WsgiApp = Callable[[dict[str, Any], Callable], Iterable[bytes]]
+# The SigV4 signing names of what moto serves behind the gateway (CloudWatch signs as "monitoring").
+SERVED_SERVICES = {"kinesis", "dynamodb", "sqs", "logs", "iam", "sts", "monitoring"}
 CONTROL_PREFIX = "/_esjoin/"
 CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/")
 
@@ -46,16 +55,22 @@ class Gateway:
         if is_lambda_request(environ):
             return self.lambda_api(environ, start_response)
         body = read_body(environ)
-        fault = self.faults.take_request(*operation_of(environ, body), body)
-        if fault is not None:
-            if fault.action != DELAY:
-                return injected_error(fault, start_response)
-            time.sleep(fault.delay_seconds)  # the injected delay itself, outside the lock
-        receive = parse_receive(environ, body) if _maybe_sqs(environ) else None
-        if receive is not None:
-            status, headers, payload = long_poll(self.moto, self.call_moto, environ, receive, self.region(environ))
-        else:
-            status, headers, payload = self.call_moto(environ)
+        try:
+            service, operation = operation_of(environ, body)
+            check_request(environ, service, body)
+            fault = self.faults.take_request(service, operation, body)
+            if fault is not None:
+                if fault.action != DELAY:
+                    return injected_error(fault, start_response)
+                time.sleep(fault.delay_seconds)  # the injected delay itself, outside the lock
+            receive = parse_receive(environ, body) if _maybe_sqs(environ) else None
+            if receive is not None:
+                status, headers, payload = long_poll(self.moto, self.call_moto, environ, receive,
+                                                     self.region(environ))
+            else:
+                status, headers, payload = self.call_moto(environ)
+        except AwsError as error:
+            return error.respond(environ, start_response)
         start_response(status, headers)
         return [payload]
 
@@ -67,19 +82,42 @@ class Gateway:
             captured["status"], captured["headers"] = status, headers
             return lambda data: None
 
-        with self.moto.lock():
-            chunks = self.moto.app(environ, capture)
-            try:
-                payload = b"".join(chunks)
-            finally:
-                close = getattr(chunks, "close", None)
-                if close:
-                    close()
+        try:
+            with self.moto.lock():
+                chunks = self.moto.app(environ, capture)
+                try:
+                    payload = b"".join(chunks)
+                finally:
+                    close = getattr(chunks, "close", None)
+                    if close:
+                        close()
+        except NotImplementedError as error:
+            raise AwsError(400, "UnknownOperationException", f"unknown or unsupported operation: {error}") from None
+        except Exception as error:
+            service, operation = operation_of(environ, b"")
+            log.warning("moto raised on %s %s; answered 400 ValidationException", service, operation, exc_info=True)
+            raise AwsError(400, "ValidationException", f"{type(error).__name__}: {error}") from None
         return captured["status"], captured["headers"], payload
 
     def region(self, environ: dict[str, Any]) -> str:
         match = CREDENTIAL_SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
         return match.group(1) if match else self.default_region
+
+
+def check_request(environ: dict[str, Any], service: str, body: bytes) -> None:
+    """Refuse, as AWS would, what moto must not see: unsigned requests, unknown services, non-JSON."""
+    signed = environ.get("HTTP_AUTHORIZATION") or "X-Amz-Credential=" in environ.get("QUERY_STRING", "")
+    if not signed:
+        raise AwsError(403, "MissingAuthenticationTokenException",
+                       "Missing Authentication Token: sign requests with SigV4 (any key works here, e.g. test/test)")
+    if service and service not in SERVED_SERVICES:
+        raise AwsError(400, "UnrecognizedServiceException",
+                       f"this endpoint serves {', '.join(sorted(SERVED_SERVICES | {'lambda'}))}, not {service!r}")
+    if environ.get("HTTP_X_AMZ_TARGET") and body:
+        try:
+            json.loads(body)
+        except ValueError:
+            raise AwsError(400, "SerializationException", "the request body is not valid JSON") from None
 
 
 def operation_of(environ: dict[str, Any], body: bytes) -> tuple[str, str]:

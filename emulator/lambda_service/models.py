@@ -88,6 +88,15 @@ def not_found(what: str) -> LambdaServiceError:
     return LambdaServiceError(404, "ResourceNotFoundException", what)
 
 
+def check_role(role: str) -> None:
+    """AWS validates the shape of Role before anything else (ValidationException); whether the role
+    exists and can be assumed (InvalidParameterValueException on AWS) is not checked here."""
+    if not ROLE_ARN.match(role):
+        raise LambdaServiceError(400, "ValidationException", (
+            f"1 validation error detected: Value '{role}' at 'role' failed to satisfy constraint: Member must "
+            r"satisfy regular expression pattern: arn:(aws[a-zA-Z-]*)?:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+"))
+
+
 def iso_now() -> str:
     """AWS's LastModified format for functions: 2024-01-31T12:34:56.789+0000."""
     now = dt.datetime.now(dt.UTC)
@@ -230,8 +239,7 @@ class LambdaBackend:
         if not params.get("Handler"):
             raise invalid("Handler is required for Zip functions")
         role = params.get("Role") or ""
-        if not ROLE_ARN.match(role):
-            raise invalid(f"The role defined for the function cannot be assumed by Lambda: {role!r} is not a role ARN")
+        check_role(role)
         if params.get("Layers"):
             raise invalid("Layers are not supported by this endpoint; put dependencies in the zip")
         with self._lock:
@@ -263,8 +271,8 @@ class LambdaBackend:
         function, _ = self.resolve(name_or_arn, region)
         if "Runtime" in params and not PYTHON_RUNTIME.match(params["Runtime"] or ""):
             raise invalid(f"Runtime {params['Runtime']!r} is not supported by this endpoint (python3.x only)")
-        if "Role" in params and not ROLE_ARN.match(params["Role"] or ""):
-            raise invalid(f"{params['Role']!r} is not a role ARN")
+        if "Role" in params:
+            check_role(params["Role"] or "")
         if params.get("Layers"):
             raise invalid("Layers are not supported by this endpoint; put dependencies in the zip")
         with self._lock:
