@@ -57,6 +57,20 @@ class ControlClient:
     def clear_faults(self) -> None:
         self._call("DELETE", "/faults")
 
+    def faults(self) -> list[dict]:
+        """The active fault rules (a rule with a count disappears once it has been used that often)."""
+        return self._call("GET", "/faults")["faults"]
+
+    def remove_fault(self, rule_id: str) -> bool:
+        """Remove one rule; False if it was already gone (used up)."""
+        try:
+            self._call("DELETE", f"/faults/{rule_id}")
+        except ControlApiError as error:
+            if "HTTP 404" in str(error):
+                return False
+            raise
+        return True
+
     def mapping(self, uuid: str) -> dict:
         return self._call("GET", f"/mappings/{uuid}")
 

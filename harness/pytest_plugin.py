@@ -98,11 +98,17 @@ def stack_factory(backend: Backend, request: pytest.FixtureRequest) -> Iterator[
 
     def make(suffix: str = "", **settings: Any) -> Any:
         stage = f"{base}-{suffix}" if suffix else base
+        values = {**TEST_SETTINGS, **settings, "stage": stage, "region": backend.region}
+        wanted = StackSettings.from_env(environ={}, overrides=values)
         if stage not in made:
-            values = {**TEST_SETTINGS, **settings, "stage": stage, "region": backend.region}
-            stack = build_stack(StackSettings.from_env(environ={}, overrides=values))
+            stack = build_stack(wanted)
             with stage_lock(stage):
                 made[stage] = (stack, apply(stack, backend.target, outputs_path=STATE_DIR / f"outputs-{stage}.json"))
+        elif made[stage][0].settings != wanted:
+            # A stage is made once per session: a second caller asking for other settings would
+            # silently run on the first caller's (and pass or fail for the wrong reason).
+            raise ValueError(f"stage {stage!r} was already made with {made[stage][0].settings}; "
+                             f"asked again with {wanted}: use another suffix")
         return made[stage][1]
 
     yield make
