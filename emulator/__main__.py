@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     emulator = Emulator(config)
     try:
-        emulator.start()
+        emulator.start(freeze_gc=True)
     except RuntimeError as error:
         print(f"esjoin emulator: {error}", file=sys.stderr)
         emulator.stop()

@@ -84,7 +84,7 @@ class Gateway:
 
         try:
             with self.moto.lock():
-                chunks = self.moto.app(environ, capture)
+                chunks = self.moto.serve(environ, capture)
                 try:
                     payload = b"".join(chunks)
                 finally:

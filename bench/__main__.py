@@ -1,0 +1,59 @@
+"""`python -m bench [emulator|pipeline|smoke] [--quick]`: run the benchmarks, write bench/results/.
+
+With no part, all three run one after another (each on an endpoint of its own). Each part prints its
+Markdown table and writes `bench/results/<part>.json` and `.md`. `--quick` runs smaller samples (a
+check that the benchmarks work, not figures to quote). `--only` runs some sections of the emulator
+part (startup, calls, two_hop, throughput), e.g. while working on one of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+PARTS = ("emulator", "pipeline", "smoke")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("part", nargs="?", choices=PARTS, help="one part (default: all)")
+    parser.add_argument("--quick", action="store_true", help="smaller samples: checks the benchmarks run")
+    parser.add_argument("--only", default="", help="emulator part: comma-separated sections "
+                        "(startup,calls,two_hop,throughput)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    parts = [args.part] if args.part else list(PARTS)
+    failed = []
+    for part in parts:
+        began = time.monotonic()
+        print(f"== bench {part}{' (quick)' if args.quick else ''}", flush=True)
+        if part == "emulator":
+            from bench import emulator_bench
+
+            sections = tuple(s for s in args.only.split(",") if s) or ("startup", "calls", "two_hop", "throughput")
+            report = emulator_bench.run(args.quick, sections)
+        elif part == "pipeline":
+            from bench import pipeline_bench
+
+            report = pipeline_bench.run(args.quick)
+        else:
+            from bench import smoke_bench
+
+            report = smoke_bench.run(args.quick)
+        json_path, md_path = report.write()
+        print(report.markdown())
+        print(f"wrote {json_path} and {md_path} in {time.monotonic() - began:.0f} s", flush=True)
+        if report.data.get("failed"):
+            failed.append(part)
+    if failed:
+        print(f"bench: {', '.join(failed)} did not complete its checks (see the notes above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
