@@ -37,7 +37,7 @@ from http import HTTPStatus
 from typing import Any
 
 from werkzeug.exceptions import InternalServerError
-from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
+from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler, select_address_family
 
 log = logging.getLogger("esjoin.emulator")
 
@@ -224,7 +224,14 @@ class EndpointServer(ThreadedWSGIServer):
     daemon_threads = True
 
     def __init__(self, host: str, port: int, app: Any) -> None:
-        super().__init__(host, port, app, handler=KeepAliveRequestHandler)
+        # Bind here, not in werkzeug: on a busy port werkzeug prints a message and calls sys.exit(1),
+        # where the endpoint wants an OSError to explain (Emulator.start says what to do).
+        listener = socket.create_server((host, port), family=select_address_family(host, port), backlog=128,
+                                        reuse_port=False)
+        try:
+            super().__init__(host, port, app, handler=KeepAliveRequestHandler, fd=listener.fileno())
+        finally:
+            listener.close()  # werkzeug serves a duplicate of it (socket.fromfd)
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
 

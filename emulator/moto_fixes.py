@@ -17,6 +17,7 @@ DynamoDB
 Kinesis
 - Sequence numbers grow across the whole stream, shards and reshards included (moto restarts at
   "1" on every shard, so a child shard's records sort before its parent's).
+- PutRecord refuses data over 1 MiB (moto checked PutRecords only).
 - PutRecord routes to open shards only (moto can route to a closed parent after a split).
 - A split or merge leaves the parent's records in the parent, readable until they expire (moto
   moves them into the children under new sequence numbers, so a consumer sees them twice).
@@ -48,6 +49,7 @@ MOTO_VERSION = "5.2.5"
 # AWS sequence numbers are decimal strings of up to 128 bits, 56 digits in practice. Starting high
 # keeps them the same width as AWS's, so lexicographic and numeric order agree for 10^54 records.
 KINESIS_SEQUENCE_BASE = 49_600_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000
+KINESIS_MAX_RECORD_BYTES = 1024 * 1024
 _kinesis_sequence = itertools.count(1)
 _kinesis_sequence_lock = threading.Lock()
 
@@ -233,9 +235,22 @@ class _StatelessIterator:
 
 
 def _patch_kinesis() -> None:
-    from moto.kinesis.models import Record, Shard, Stream
+    from moto.kinesis.models import KinesisBackend, Record, Shard, Stream
 
+    original_backend_put_record = KinesisBackend.put_record
     original_shard_init = Shard.__init__
+
+    def backend_put_record(self: KinesisBackend, stream_arn: str, stream_name: str, partition_key: str,
+                           explicit_hash_key: str, data: str) -> tuple[str, str]:
+        # PutRecords checks each record's size; PutRecord did not (AWS: 1 MiB of data at most).
+        if len(base64.b64decode(data or "")) > KINESIS_MAX_RECORD_BYTES:
+            from moto.core.exceptions import JsonRESTError
+
+            raise JsonRESTError("ValidationException", "1 validation error detected: Value at 'data' failed to "
+                                f"satisfy constraint: Member must have length less than or equal to "
+                                f"{KINESIS_MAX_RECORD_BYTES}")
+        return original_backend_put_record(self, stream_arn, stream_name, partition_key, explicit_hash_key, data)
+
     original_stream_put_record = Stream.put_record
     original_split = Stream.split_shard
     original_merge = Stream.merge_shards
@@ -312,6 +327,7 @@ def _patch_kinesis() -> None:
 
         return reshard
 
+    KinesisBackend.put_record = backend_put_record
     Shard.__init__ = shard_init
     Shard.put_record = shard_put_record
     Shard.get_records = shard_get_records

@@ -40,12 +40,6 @@ def test_health_answers_ready_with_its_services(endpoint: Endpoint, control: Con
         assert health.body["services"].get(service) == "running", health.body["services"]
 
 
-PORT_IN_USE_BUG = ("bug: emulator/server.py Emulator.start catches OSError around werkzeug's make_server, but "
-                   "werkzeug (serving.py BaseWSGIServer.__init__) prints 'Address already in use' and calls "
-                   "sys.exit(1) on EADDRINUSE: the caller gets SystemExit, never the RuntimeError with the hint")
-
-
-@pytest.mark.xfail(strict=True, raises=SystemExit, reason=PORT_IN_USE_BUG)
 def test_a_second_endpoint_on_the_same_port_fails_with_a_clear_error(endpoint: Endpoint, tmp_path: Path) -> None:
     from emulator.config import EmulatorConfig
     from emulator.server import Emulator
@@ -60,7 +54,6 @@ def test_a_second_endpoint_on_the_same_port_fails_with_a_clear_error(endpoint: E
     assert Control(endpoint.url).get("health").status == 200, "the first endpoint must keep serving"
 
 
-@pytest.mark.xfail(strict=True, reason=PORT_IN_USE_BUG)
 def test_python_m_emulator_on_a_busy_port_exits_with_the_reason(endpoint: Endpoint, tmp_path: Path) -> None:
     environment = {**os.environ, "ESJOIN_STATE_DIR": str(tmp_path), "ESJOIN_PORT": str(endpoint.emulator.config.port)}
     finished = subprocess.run([sys.executable, "-m", "emulator"], cwd=REPO, env=environment, capture_output=True,

@@ -165,9 +165,6 @@ def test_an_oversized_sqs_message_is_refused(sqs: Any) -> None:
     assert raised.value.response["Error"]["Code"] == "InvalidParameterValue"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "moto gap not fixed in emulator/moto_fixes.py: Kinesis PutRecord accepts a data blob over 1 MiB; AWS answers "
-    "ValidationException ('Member must have length less than or equal to 1048576')"))
 def test_an_oversized_kinesis_record_is_refused(kinesis: Any) -> None:
     name, _ = create_stream(kinesis)
     with pytest.raises(ClientError) as raised:
