@@ -216,13 +216,15 @@ def up(backend: BackendOption = EMBEDDED, stage: StageOption = "local", endpoint
         outputs = apply(stack, endpoint, outputs_path=OUTPUTS)
     console.print(f"stack '{stage}' on {endpoint}: {outputs.summary} ({time.monotonic() - started:.1f}s)")
     print_outputs(outputs)
-    console.print(
-        "\nnext:\n"
-        "  esjoin send                  # the sample events through the pipeline, then the view rows\n"
-        "  esjoin views                 # every view row\n"
-        f"  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test aws --endpoint-url {endpoint} --region "
-        f"{outputs.region} dynamodb scan --table-name {outputs.tables['views']['name']}\n"
-        f"  make test                    # every test\n  make down                    # stop it")
+    aws = (f"AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test aws --endpoint-url {endpoint} --region "
+           f"{outputs.region} dynamodb scan --table-name {outputs.tables['views']['name']}")
+    for line in ("", "next:",
+                 "  make demo                    # the sample events through the pipeline, then the view rows",
+                 "  .venv/bin/esjoin views       # every view row",
+                 f"  {aws}",
+                 "  make test                    # every test",
+                 "  make down                    # stop it"):
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 def print_outputs(outputs: Any) -> None:
