@@ -266,14 +266,49 @@ def status(backend: BackendOption = EMBEDDED, endpoint: EndpointOption = DEFAULT
 
 
 @app.command()
-def logs(backend: BackendOption = EMBEDDED, lines: int = 100) -> None:
-    """The endpoint's log (embedded) or the containers' logs."""
-    if backend == EMBEDDED:
+def logs(backend: BackendOption = EMBEDDED, lines: int = 100, endpoint: EndpointOption = DEFAULT_ENDPOINT,
+         function: Annotated[str | None, typer.Option(
+             "--function", "-f", help="a function's CloudWatch Logs instead: command, consumer, trigger, snapshot, "
+             "trim (or a full name)")] = None,
+         follow: Annotated[bool, typer.Option(help="with --function: keep printing new lines")] = False) -> None:
+    """The endpoint's log (embedded), the containers' logs, or a function's log (--function)."""
+    if function:
+        function_logs(endpoint, function, lines, follow)
+    elif backend == EMBEDDED:
         if not LOG_FILE.is_file():
             raise fail(f"no log at {LOG_FILE}")
         console.print("\n".join(LOG_FILE.read_text(errors="replace").splitlines()[-lines:]))
     else:
         subprocess.run(compose("--profile", COMPOSE_PROFILES.get(backend, backend), "logs", "--tail", str(lines)))
+
+
+def function_logs(endpoint: str, function: str, lines: int, follow: bool) -> None:
+    """`aws logs tail /aws/lambda/<fn> [--follow]` for any AWS CLI: FilterLogEvents, polled."""
+    pipeline = open_pipeline(endpoint)
+    name = pipeline.outputs.functions.get(function, {}).get("name", function)
+    client = pipeline.backend.client("logs")
+    group, start, seen = f"/aws/lambda/{name}", 0, set()
+    while True:
+        events, kwargs = [], {"logGroupName": group, "startTime": start}
+        try:
+            while True:
+                page = client.filter_log_events(**kwargs)
+                events.extend(page["events"])
+                if not page.get("nextToken"):
+                    break
+                kwargs["nextToken"] = page["nextToken"]
+        except client.exceptions.ResourceNotFoundException:
+            events = []  # no invocation yet: the group appears with the first one
+        fresh = [e for e in sorted(events, key=lambda e: e["timestamp"]) if e["eventId"] not in seen]
+        for event in fresh if follow or start else fresh[-lines:]:
+            stamp = time.strftime("%H:%M:%S", time.gmtime(event["timestamp"] / 1000))
+            console.print(f"{stamp} {event['logStreamName'][-8:]} {event['message'].rstrip()}", highlight=False,
+                          markup=False, soft_wrap=True)
+        seen.update(e["eventId"] for e in fresh)
+        if not follow:
+            return
+        start = max([start, *(e["timestamp"] for e in fresh)])
+        time.sleep(1)  # follow mode polls once a second, as `aws logs tail --follow` does
 
 
 def open_pipeline(endpoint: str) -> Any:
