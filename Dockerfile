@@ -1,5 +1,5 @@
 # The embedded endpoint (`python -m emulator`) as an image: docker-compose.yml's `emulator` profile
-# (`make up BACKEND=emulator-container`, docs/backends.md). One port, 4566, bound to every interface
+# (`make up BACKEND=emulator-container`; README.md, "Backends"). One port, 4566, bound to every interface
 # inside the container; compose publishes it on the host's 127.0.0.1 only.
 
 # A tag that names one Python release (append @sha256:<digest> to pin the bytes as well).

@@ -31,13 +31,13 @@ from bench.endpoints import REPO_ROOT, EmbeddedEndpoint, RawMotoServer, client
 from bench.probes import COUNTER, HOP1, HOP2, ProbeResources, count_items, scan_items, wait_for
 from bench.report import Measurement, PartReport, load_average, markdown_table, spread, summary_ms
 from harness.control import ControlClient
+from harness.pipeline import PUT_RECORDS_LIMIT
 
 READY_TARGET_SECONDS = 1.5
 OVERHEAD_TARGET_PERCENT = 10.0
 TWO_HOP_P50_TARGET_MS = 40.0
 TWO_HOP_P99_TARGET_MS = 150.0
 THROUGHPUT_TARGET = 500.0
-PUT_RECORDS_LIMIT = 500
 
 
 @dataclass(frozen=True)
@@ -134,15 +134,12 @@ Operation = Callable[[int], Any]
 
 def _operations(clients: Callable[[str], Any], run: str) -> dict[str, Operation]:
     """The calls compared, on one server: each resource created first."""
+    resources = ProbeResources(clients, run)
+    table, _ = resources.table("calls")
+    resources.stream("calls")
+    stream = resources.name("calls")
+    queue_url = resources.queue("calls")
     dynamodb, kinesis, sqs = clients("dynamodb"), clients("kinesis"), clients("sqs")
-    table, stream = f"bench-{run}-calls", f"bench-{run}-calls"
-    dynamodb.create_table(TableName=table, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-                          AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                          BillingMode="PAY_PER_REQUEST")
-    kinesis.create_stream(StreamName=stream, ShardCount=1)
-    wait_for("stream ACTIVE", lambda: kinesis.describe_stream_summary(StreamName=stream)
-             ["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE", 30)
-    queue_url = sqs.create_queue(QueueName=f"bench-{run}-calls")["QueueUrl"]
     payload = "x" * 100
 
     def item(i: int) -> dict[str, Any]:
@@ -309,13 +306,13 @@ def measure_throughput(report: PartReport, settings: Settings) -> None:
         counter = resources.function("counter", COUNTER)
         for run_ in range(settings.throughput_runs):
             for mode in ("push while consuming", "drain a pre-filled stream"):
-                suffix = f"tp{run_}-{'live' if mode.startswith('push') else 'drain'}"
+                live = mode.startswith("push")
+                suffix = f"tp{run_}-{'live' if live else 'drain'}"
                 stream_arn = resources.stream(suffix, settings.throughput_shards)
                 stream = resources.name(suffix)
                 delivered = DeliveredCounter(control, counter)
                 delivered.poll()
                 baseline = delivered.records
-                live = mode.startswith("push")
                 mapping = resources.mapping(counter, stream_arn, batch_size=100, enabled=live)
                 load_before = load_average()
                 started = time.perf_counter()

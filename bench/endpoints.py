@@ -13,7 +13,6 @@ import http.client
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,8 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+
+from harness.backends import free_port
 
 REGION = "us-east-1"
 ACCOUNT_ID = "000000000000"
@@ -36,12 +37,6 @@ CLIENT_CONFIG = Config(retries={"max_attempts": 2, "mode": "standard"}, max_pool
 
 class EndpointError(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def client(endpoint_url: str, service: str, config: Config = CLIENT_CONFIG) -> Any:

@@ -6,7 +6,6 @@ start --port ...`) overrides the environment by passing keyword arguments to `Em
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +88,3 @@ class EmulatorConfig:
     def endpoint_url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}"
-
-    def replace(self, **changes: object) -> EmulatorConfig:
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -81,8 +80,13 @@ class ControlApi:
             removed = emulator.faults.remove(match["id"])
             return reply({"removed": removed}, 200 if removed else 404)
         if path == "/_esjoin/mappings":
-            uuids = list(emulator.lambda_backend.mappings)
-            return reply({"mappings": [self.mapping_status(uuid) for uuid in uuids]})
+            statuses = []
+            for uuid in list(emulator.lambda_backend.mappings):
+                try:
+                    statuses.append(self.mapping_status(uuid))
+                except LambdaServiceError:  # deleted while we were listing
+                    continue
+            return reply({"mappings": statuses})
         if match := MAPPING_ACTION.match(path):
             if method != "POST":
                 return reply({"error": "MethodNotAllowed", "message": f"POST to {path}"}, 405)
@@ -127,5 +131,4 @@ def body(request: Request) -> dict[str, Any]:
 
 
 def reply(document: Any, status: int = 200) -> Response:
-    return Response(json.dumps(document, default=str), status=status, content_type="application/json",
-                    headers={"Date": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())})
+    return Response(json.dumps(document, default=str), status=status, content_type="application/json")

@@ -137,12 +137,12 @@ class FaultInjector:
 
     def take_request(self, service: str, operation: str, body: bytes) -> FaultRule | None:
         """The request rule that applies to this API request, if any, counted as used."""
-        if not self._rules:  # the hot path: no rules, no work
-            return None
         return self._take(lambda r: r.operation == operation and r.service in (None, service),
                           lambda: body.decode(errors="replace"))
 
     def _take(self, applies: Callable[[FaultRule], bool], text_of: Callable[[], str]) -> FaultRule | None:
+        if not self._rules:  # the hot path (every request and invocation): no rules, no lock, no work
+            return None
         with self._lock:
             candidates = [r for r in self._rules if applies(r)]
             if not candidates:

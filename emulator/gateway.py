@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from emulator.aws_errors import AwsError
-from emulator.faults import DELAY, FaultInjector, FaultRule
+from emulator.faults import DELAY, FaultInjector
 from emulator.lambda_service.responses import is_lambda_request
 from emulator.moto_backends import MotoBackends
 from emulator.sqs_long_poll import long_poll, parse_receive
@@ -61,7 +61,7 @@ class Gateway:
             fault = self.faults.take_request(service, operation, body)
             if fault is not None:
                 if fault.action != DELAY:
-                    return injected_error(fault, start_response)
+                    raise AwsError(fault.status_code, fault.error_type, f"{fault.error_message} ({fault.id})")
                 time.sleep(fault.delay_seconds)  # the injected delay itself, outside the lock
             receive = parse_receive(environ, body) if _maybe_sqs(environ) else None
             if receive is not None:
@@ -131,15 +131,6 @@ def operation_of(environ: dict[str, Any], body: bytes) -> tuple[str, str]:
     if b"Action=" in body:
         return service, dict(parse_qsl(body.decode(errors="replace"))).get("Action", "")
     return service, ""
-
-
-def injected_error(fault: FaultRule, start_response: Callable) -> Iterable[bytes]:
-    """An AWS JSON-protocol error, as botocore parses it (`__type` and `message`)."""
-    body = json.dumps({"__type": fault.error_type, "message": f"{fault.error_message} ({fault.id})"}).encode()
-    start_response(f"{fault.status_code} Injected Fault", [("Content-Type", "application/x-amz-json-1.0"),
-                                                            ("Content-Length", str(len(body))),
-                                                            ("x-amzn-ErrorType", fault.error_type)])
-    return [body]
 
 
 def read_body(environ: dict[str, Any]) -> bytes:

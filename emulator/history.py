@@ -69,6 +69,32 @@ def classify(result: InvocationResult, origin: InvocationOrigin) -> tuple[str, l
     return PARTIAL, identifiers
 
 
+def _entry(function: str, origin: InvocationOrigin, result: InvocationResult, started_at: float,
+           ended_at: float) -> InvocationRecord:
+    outcome, failures = classify(result, origin)
+    error = result.error_document()
+    return InvocationRecord(
+        id=0,  # numbered when published
+        request_id=result.request_id,
+        function=function,
+        invocation_type=origin.invocation_type,
+        mapping=origin.mapping_uuid,
+        source=origin.source,
+        batch_ids=list(origin.batch_ids),
+        attempt=origin.attempt,
+        duplicate=origin.duplicate,
+        outcome=outcome,
+        error_type=error.get("errorType"),
+        error_message=error.get("errorMessage"),
+        batch_item_failures=failures,
+        injected_fault=result.injected_fault,
+        started_at=started_at,
+        ended_at=ended_at,
+        duration_ms=round(result.duration_ms, 3),
+        cold_start=result.init_duration_ms is not None,
+    )
+
+
 class InvocationHistory:
     def __init__(self, size: int) -> None:
         self._records: deque[InvocationRecord] = deque(maxlen=size)
@@ -76,38 +102,19 @@ class InvocationHistory:
         self._lock = threading.Lock()
 
     def record(self, function: str, origin: InvocationOrigin, result: InvocationResult,
-               started_at: float, ended_at: float) -> InvocationRecord:
-        outcome, failures = classify(result, origin)
-        error = result.error_document()
-        entry = InvocationRecord(
-            id=0,
-            request_id=result.request_id,
-            function=function,
-            invocation_type=origin.invocation_type,
-            mapping=origin.mapping_uuid,
-            source=origin.source,
-            batch_ids=list(origin.batch_ids),
-            attempt=origin.attempt,
-            duplicate=origin.duplicate,
-            outcome=outcome,
-            error_type=error.get("errorType"),
-            error_message=error.get("errorMessage"),
-            batch_item_failures=failures,
-            injected_fault=result.injected_fault,
-            started_at=started_at,
-            ended_at=ended_at,
-            duration_ms=round(result.duration_ms, 3),
-            cold_start=result.init_duration_ms is not None,
-        )
+               started_at: float, ended_at: float) -> None:
+        self._append(_entry(function, origin, result, started_at, ended_at))
+
+    def record_throttle(self, function: str, origin: InvocationOrigin, message: str, at: float) -> None:
+        entry = _entry(function, origin, InvocationResult(request_id="", payload=b""), at, at)
+        entry.outcome, entry.error_type, entry.error_message = THROTTLED, "TooManyRequestsException", message
+        self._append(entry)
+
+    def _append(self, entry: InvocationRecord) -> None:
+        """Number and publish a finished record: readers never see one still being filled in."""
         with self._lock:
             entry.id = next(self._ids)
             self._records.append(entry)
-        return entry
-
-    def record_throttle(self, function: str, origin: InvocationOrigin, message: str, at: float) -> None:
-        result = InvocationResult(request_id="", payload=b"", function_error=None)
-        entry = self.record(function, origin, result, at, at)
-        entry.outcome, entry.error_type, entry.error_message = THROTTLED, "TooManyRequestsException", message
 
     def query(self, function: str | None = None, mapping: str | None = None, since_id: int = 0,
               limit: int | None = None) -> list[InvocationRecord]:

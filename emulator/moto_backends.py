@@ -35,7 +35,6 @@ class MotoBackends:
         from emulator import moto_fixes
 
         moto_fixes.apply(notifier)
-        self.config = config
         self.account_id = config.account_id
         self.notifier = notifier
         self.app = DomainDispatcherApplication(create_backend_app)
@@ -92,8 +91,3 @@ class MotoBackends:
         from moto.logs.models import logs_backends
 
         return logs_backends[self.account_id][region]
-
-    def iam(self) -> Any:
-        from moto.iam.models import iam_backends
-
-        return iam_backends[self.account_id]["global"]

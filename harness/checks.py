@@ -16,11 +16,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from harness.oracle import view_differences
 from harness.pipeline import Pipeline
-from harness.waits import WaitTimeout, eventually
+from harness.waits import eventually
 
 
 def differences(pipeline: Pipeline, users: list[str]) -> list[str]:
@@ -128,12 +127,3 @@ def failure_report(pipeline: Pipeline, users: list[str]) -> str:
         parts.append(f"(failure queue unreadable: {error})")
     parts.append(recent_history(pipeline))
     return "\n".join(parts)
-
-
-def assert_eventually_equal(actual: Any, expected: Any, what: str, deadline: float) -> None:
-    """Small helper for scenario-specific waits: `actual()` must come to equal `expected`."""
-    try:
-        eventually(lambda: actual() == expected, expected=f"{what} == {expected!r}", deadline=deadline,
-                   observe=actual)
-    except WaitTimeout:
-        raise

@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from typing import Annotated, Any
 
@@ -23,7 +22,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from harness.backends import DEFAULT_ENDPOINT, STATE_DIR, BackendError, answers_health, start_embedded
+from harness.backends import (
+    DEFAULT_ENDPOINT,
+    EMBEDDED,
+    LOCALSTACK,
+    STATE_DIR,
+    TIMING,
+    Backend,
+    BackendError,
+    answers_health,
+    start_embedded,
+    tail,
+)
 from harness.control import ControlClient
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -34,7 +44,7 @@ app.add_typer(emulator_app, name="emulator")
 console = Console(width=shutil.get_terminal_size((140, 40)).columns)
 err = Console(stderr=True)
 
-EMBEDDED, LOCALSTACK, EMULATOR_CONTAINER = "embedded", "localstack", "emulator-container"
+EMULATOR_CONTAINER = "emulator-container"  # up/down/logs only: the tests drive the container as `embedded`
 PID_FILE = STATE_DIR / "emulator.pid"
 LOG_FILE = STATE_DIR / "emulator.log"
 OUTPUTS = STATE_DIR / "outputs.json"
@@ -45,7 +55,7 @@ COMPOSE_WAIT_SECONDS = 600.0
 """ESJOIN_COMPOSE_WAIT_SECONDS: a first LocalStack start pulls images before its hook can bootstrap."""
 READY, WAITING, FAILED = "ready", "waiting", "failed"
 
-BackendOption = Annotated[str, typer.Option("--backend", "-b", envvar="BACKEND",
+BackendOption = Annotated[str, typer.Option("--backend", "-b", envvar=["ESJOIN_BACKEND", "BACKEND"],
                                             help="embedded (default) | localstack | emulator-container")]
 StageOption = Annotated[str, typer.Option("--stage", envvar="ESJOIN_STAGE", help="stage name prefix")]
 EndpointOption = Annotated[str, typer.Option("--endpoint", envvar="ESJOIN_ENDPOINT", help="endpoint URL")]
@@ -254,7 +264,7 @@ def down(backend: BackendOption = EMBEDDED) -> None:
 def status(backend: BackendOption = EMBEDDED, endpoint: EndpointOption = DEFAULT_ENDPOINT) -> None:
     """Is the endpoint up, is the stack there, is the pipeline quiet?"""
     control = ControlClient(endpoint, timeout=2)
-    if backend == EMBEDDED and control.is_ready():
+    if backend != LOCALSTACK and control.is_ready():  # embedded, or its container: same control API
         console.print_json(json.dumps({"health": control.health(), "quiescence": control.quiescence(),
                                        "pid": running_pid()}))
     elif answers_health(endpoint, "/_localstack/health"):
@@ -277,7 +287,7 @@ def logs(backend: BackendOption = EMBEDDED, lines: int = 100, endpoint: Endpoint
     elif backend == EMBEDDED:
         if not LOG_FILE.is_file():
             raise fail(f"no log at {LOG_FILE}")
-        console.print("\n".join(LOG_FILE.read_text(errors="replace").splitlines()[-lines:]))
+        console.print(tail(LOG_FILE, lines))
     else:
         subprocess.run(compose("--profile", COMPOSE_PROFILES.get(backend, backend), "logs", "--tail", str(lines)))
 
@@ -300,7 +310,7 @@ def function_logs(endpoint: str, function: str, lines: int, follow: bool) -> Non
         except client.exceptions.ResourceNotFoundException:
             events = []  # no invocation yet: the group appears with the first one
         fresh = [e for e in sorted(events, key=lambda e: e["timestamp"]) if e["eventId"] not in seen]
-        for event in fresh if follow or start else fresh[-lines:]:
+        for event in fresh if start else fresh[-lines:]:  # the first page: the last `lines` only
             stamp = time.strftime("%H:%M:%S", time.gmtime(event["timestamp"] / 1000))
             console.print(f"{stamp} {event['logStreamName'][-8:]} {event['message'].rstrip()}", highlight=False,
                           markup=False, soft_wrap=True)
@@ -312,8 +322,6 @@ def function_logs(endpoint: str, function: str, lines: int, follow: bool) -> Non
 
 
 def open_pipeline(endpoint: str) -> Any:
-    from harness.backends import EMBEDDED as EMBEDDED_BACKEND
-    from harness.backends import TIMING, Backend
     from harness.pipeline import Pipeline
     from infra.outputs import Outputs
     from infra.target import local_target
@@ -322,7 +330,7 @@ def open_pipeline(endpoint: str) -> Any:
         raise fail(f"no {OUTPUTS}: run `make up` first")
     outputs = Outputs.load(OUTPUTS)
     endpoint = outputs.endpoint or endpoint
-    backend = Backend(EMBEDDED_BACKEND, local_target(endpoint, outputs.region), TIMING[EMBEDDED_BACKEND])
+    backend = Backend(EMBEDDED, local_target(endpoint, outputs.region), TIMING[EMBEDDED])
     return Pipeline(backend, outputs)
 
 
@@ -330,8 +338,8 @@ def open_pipeline(endpoint: str) -> Any:
 def send(endpoint: EndpointOption = DEFAULT_ENDPOINT,
          deadline: Annotated[float, typer.Option(help="seconds to wait for the views")] = 60) -> None:
     """Send the original example's sample events (two users) through `command`, print the views."""
+    from harness.checks import differences
     from harness.events import sample_events
-    from harness.oracle import view_differences
     from harness.waits import WaitTimeout, eventually
 
     pipeline = open_pipeline(endpoint)
@@ -341,13 +349,9 @@ def send(endpoint: EndpointOption = DEFAULT_ENDPOINT,
     result = pipeline.command({"events": events})
     console.print(f"command function sent {result.get('sent')} events to {pipeline.outputs.stream['name']}")
     users = pipeline.log.users()
-
-    def converged() -> bool:
-        views = pipeline.views(users)
-        return not [d for u in users for d in view_differences(pipeline.log.expected(u), views.get(u))]
-
     try:
-        eventually(converged, expected="the view rows to reflect the events", deadline=deadline, interval=0.05)
+        eventually(lambda: not differences(pipeline, users), expected="the view rows to reflect the events",
+                   deadline=deadline, interval=0.05)
     except WaitTimeout as error:
         raise fail(str(error)) from None
     print_views(pipeline.views(users))
@@ -391,7 +395,3 @@ def bootstrap(ctx: typer.Context) -> None:
     from infra.bootstrap import main
 
     raise typer.Exit(main(list(ctx.args)))
-
-
-def run() -> None:  # pragma: no cover - console script convenience
-    sys.exit(app())

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -46,7 +45,7 @@ def from_item(item: dict[str, Any]) -> dict[str, Any]:
 class SentEvent:
     event: dict[str, Any]
     sent_at: float
-    how: str  # kinesis | command | retry | raw
+    how: str  # kinesis | command | retry
 
 
 @dataclass
@@ -139,14 +138,9 @@ class Pipeline:
         """A producer retry: the same events (same ids) again, with new sequence numbers."""
         self.put_events(events, how="retry")
 
-    def put_raw(self, data: bytes, partition_key: str) -> dict[str, str]:
-        """A record the pipeline cannot parse (poison); not part of any expected view."""
-        response = self.kinesis.put_record(StreamName=self.outputs.stream["name"], Data=data,
-                                           PartitionKey=partition_key)
-        return {"shardId": response["ShardId"], "sequenceNumber": response["SequenceNumber"]}
-
     def command(self, payload: Any) -> dict[str, Any]:
-        """Invoke the `command` function (it puts the events on the stream); records what it sent."""
+        """Invoke the `command` function (it puts the events on the stream) and return its reply. Not
+        recorded in the log: the caller records the events it passes (`log.record(events, "command")`)."""
         response = self.lambda_.invoke(FunctionName=self.function("command"), Payload=json.dumps(payload).encode())
         body = json.loads(response["Payload"].read() or b"null")
         if response.get("FunctionError"):
@@ -227,11 +221,3 @@ class Pipeline:
                     seen[message["MessageId"]] = json.loads(message["Body"])
                 except ValueError:
                     seen[message["MessageId"]] = {"unparsed": message["Body"]}
-
-    def users_by_prefix(self, prefix: str) -> dict[str, list[dict[str, Any]]]:
-        grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for sent in self.log.sent:
-            user = user_of(sent.event)
-            if user and user.startswith(prefix):
-                grouped[user].append(sent.event)
-        return grouped

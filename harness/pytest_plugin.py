@@ -8,6 +8,7 @@ Fixtures:
     pipeline       a Pipeline on `stack` with a fresh event log
     new_user       unique user ids per test: new_user("alice") -> "u-<test>-<random>-alice"
     control        the embedded endpoint's control API (skips the test elsewhere)
+    long_run       True with --long (the generated suite's soak bounds)
 Marker: @pytest.mark.embedded_only("why") skips on other backends and prints why.
 """
 

@@ -31,7 +31,6 @@ from infra.waits import ResourceFailed, WaitTimeout, wait_for
 
 log = logging.getLogger("infra")
 
-QUEUE_MISSING = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 TRANSITIONAL_MAPPING_STATES = ("Creating", "Enabling", "Updating", "Disabling")
 IAM_PROPAGATION_SECONDS = 60.0
 """A new role or policy takes seconds to be usable by Lambda on AWS
@@ -54,12 +53,26 @@ def _mapping_detail(mapping: dict[str, Any]) -> str:
     )
 
 
-def _code(error: ClientError) -> str:
+def error_code(error: ClientError) -> str:
     return error.response.get("Error", {}).get("Code", "")
 
 
 def _message(error: ClientError) -> str:
     return error.response.get("Error", {}).get("Message", "") or str(error)
+
+
+@contextlib.contextmanager
+def naming_errors(target: Target, kind: str, name: str, error: type[Exception]) -> Iterator[None]:
+    """Turn botocore's errors into one `error` whose message names the resource (apply and teardown)."""
+    try:
+        yield
+    except EndpointConnectionError as exc:
+        raise error(f"cannot reach {target.describe()}: {exc}; is the endpoint running?") from exc
+    except ClientError as exc:
+        operation = getattr(exc, "operation_name", "call")
+        raise error(f"{kind} {name}: {operation} failed: {error_code(exc)}: {_message(exc)}") from exc
+    except BotoCoreError as exc:
+        raise error(f"{kind} {name}: {exc}") from exc
 
 
 @dataclass
@@ -146,20 +159,8 @@ class Provisioner:
 
     # ---------------------------------------------------------------- helpers
 
-    @contextlib.contextmanager
-    def _context(self, kind: str, name: str) -> Iterator[None]:
-        """Turn botocore's errors into one line naming the resource."""
-        try:
-            yield
-        except EndpointConnectionError as exc:
-            raise BootstrapError(
-                f"cannot reach {self.target.describe()}: {exc}; is the endpoint running?"
-            ) from exc
-        except ClientError as exc:
-            operation = getattr(exc, "operation_name", "call")
-            raise BootstrapError(f"{kind} {name}: {operation} failed: {_code(exc)}: {_message(exc)}") from exc
-        except BotoCoreError as exc:
-            raise BootstrapError(f"{kind} {name}: {exc}") from exc
+    def _context(self, kind: str, name: str) -> contextlib.AbstractContextManager[None]:
+        return naming_errors(self.target, kind, name, BootstrapError)
 
     def _must_create(self, kind: str, name: str) -> None:
         if self.check:
@@ -186,7 +187,7 @@ class Provisioner:
             try:
                 return call()
             except ClientError as exc:
-                retryable = _code(exc) == "InvalidParameterValueException" and "role" in _message(exc).lower()
+                retryable = error_code(exc) == "InvalidParameterValueException" and "role" in _message(exc).lower()
                 if not retryable or time.monotonic() + delay > deadline:
                     raise
                 time.sleep(delay)
@@ -200,7 +201,7 @@ class Provisioner:
             try:
                 role = iam.get_role(RoleName=spec.name)["Role"]
             except ClientError as exc:
-                if _code(exc) != "NoSuchEntity":
+                if error_code(exc) != "NoSuchEntity":
                     raise
                 self._must_create("role", spec.name)
                 role = iam.create_role(
@@ -239,7 +240,7 @@ class Provisioner:
                     "PolicyDocument"
                 ]
             except ClientError as exc:
-                if _code(exc) != "NoSuchEntity":
+                if error_code(exc) != "NoSuchEntity":
                     raise
                 current = None
             details = c.policy_diff(document, current)
@@ -263,7 +264,7 @@ class Provisioner:
                 "StreamDescriptionSummary"
             ]
         except ClientError as exc:
-            if _code(exc) == "ResourceNotFoundException":
+            if error_code(exc) == "ResourceNotFoundException":
                 return None
             raise
 
@@ -324,7 +325,7 @@ class Provisioner:
         try:
             return self.clients.dynamodb.describe_table(TableName=name)["Table"]
         except ClientError as exc:
-            if _code(exc) == "ResourceNotFoundException":
+            if error_code(exc) == "ResourceNotFoundException":
                 return None
             raise
 
@@ -413,13 +414,13 @@ class Provisioner:
             )
             self.report.record("time-to-live", table, c.CREATED if created else c.UPDATED, details)
         except ClientError as exc:
-            if _code(exc) == "ResourceNotFoundException" and self.check:
+            if error_code(exc) == "ResourceNotFoundException" and self.check:
                 raise
             self.report.record(
                 "time-to-live",
                 table,
                 c.SKIPPED,
-                [f"endpoint does not support it ({_code(exc)}: {_message(exc)})"],
+                [f"endpoint does not support it ({error_code(exc)}: {_message(exc)})"],
             )
 
     def _wait_table_active(self, name: str, table: dict[str, Any] | None) -> dict[str, Any]:
@@ -458,10 +459,9 @@ class Provisioner:
 
     def _list_queues(self) -> dict[str, str]:
         """name -> URL for this stage's queues, in one call (ListQueues by prefix)."""
-        prefix = f"esjoin-{self.stack.stage}-"
         urls: dict[str, str] = {}
         for page in self.clients.sqs.get_paginator("list_queues").paginate(
-            QueueNamePrefix=prefix, MaxResults=1000
+            QueueNamePrefix=self.stack.name_prefix, MaxResults=1000
         ):
             for url in page.get("QueueUrls", []):
                 urls[url.rstrip("/").rsplit("/", 1)[-1]] = url
@@ -469,7 +469,7 @@ class Provisioner:
 
     def ensure_queues(self) -> None:
         sqs = self.clients.sqs
-        with self._context("queues", f"esjoin-{self.stack.stage}-*"):
+        with self._context("queues", f"{self.stack.name_prefix}*"):
             existing = self._list_queues()
         for spec in self.stack.queues:  # dead-letter queues come first: sources name their ARNs
             desired = spec.attributes(self.queue_arns)
@@ -483,7 +483,7 @@ class Provisioner:
                         url = sqs.create_queue(QueueName=spec.name, Attributes=desired)["QueueUrl"]
                         created = True
                     except ClientError as exc:
-                        if "QueueAlreadyExists" not in _code(exc) and "QueueNameExists" not in _code(exc):
+                        if "QueueAlreadyExists" not in error_code(exc) and "QueueNameExists" not in error_code(exc):
                             raise
                         url = sqs.get_queue_url(QueueName=spec.name)["QueueUrl"]
                         created = False
@@ -513,7 +513,7 @@ class Provisioner:
         try:
             return self.clients.lambda_.get_function(FunctionName=name)["Configuration"]
         except ClientError as exc:
-            if _code(exc) == "ResourceNotFoundException":
+            if error_code(exc) == "ResourceNotFoundException":
                 return None
             raise
 

@@ -9,14 +9,15 @@ local endpoints do not).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from infra import changes as c
 from infra.changes import ChangeReport
+from infra.provision import error_code, naming_errors
 from infra.stack import Stack
 from infra.target import Target
 from infra.waits import wait_for
@@ -31,10 +32,6 @@ GONE = (
 
 class TeardownError(RuntimeError):
     """A resource could not be removed; the message says which and why."""
-
-
-def _code(error: ClientError) -> str:
-    return error.response.get("Error", {}).get("Code", "")
 
 
 @dataclass
@@ -55,21 +52,8 @@ class Remover:
             self.remove_role()
         return self.report
 
-    @contextlib.contextmanager
-    def _context(self, kind: str, name: str) -> Iterator[None]:
-        try:
-            yield
-        except EndpointConnectionError as exc:
-            raise TeardownError(
-                f"cannot reach {self.target.describe()}: {exc}; is the endpoint running?"
-            ) from exc
-        except ClientError as exc:
-            message = exc.response.get("Error", {}).get("Message", "")
-            raise TeardownError(
-                f"{kind} {name}: {exc.operation_name} failed: {_code(exc)}: {message}"
-            ) from exc
-        except BotoCoreError as exc:
-            raise TeardownError(f"{kind} {name}: {exc}") from exc
+    def _context(self, kind: str, name: str) -> contextlib.AbstractContextManager[None]:
+        return naming_errors(self.target, kind, name, TeardownError)
 
     def _delete(
         self, kind: str, name: str, call: Callable[[], Any], details: list[str] | None = None
@@ -79,7 +63,7 @@ class Remover:
             try:
                 call()
             except ClientError as exc:
-                if _code(exc) not in GONE:
+                if error_code(exc) not in GONE:
                     raise
                 self.report.record(kind, name, c.ABSENT)
                 return False
@@ -91,7 +75,7 @@ class Remover:
             try:
                 describe()
             except ClientError as exc:
-                if _code(exc) in GONE:
+                if error_code(exc) in GONE:
                     return True
                 raise
             return False
@@ -112,7 +96,7 @@ class Remover:
                     )
                     mappings = [m for page in pages for m in page.get("EventSourceMappings", [])]
                 except ClientError as exc:
-                    if _code(exc) not in GONE:
+                    if error_code(exc) not in GONE:
                         raise
                     mappings = []
             for mapping in mappings:
@@ -148,7 +132,7 @@ class Remover:
                 try:
                     url = sqs.get_queue_url(QueueName=queue.name)["QueueUrl"]
                 except ClientError as exc:
-                    if _code(exc) not in GONE:
+                    if error_code(exc) not in GONE:
                         raise
                     self.report.record("queue", queue.name, c.ABSENT)
                     continue
@@ -178,7 +162,7 @@ class Remover:
                 inline = iam.list_role_policies(RoleName=name).get("PolicyNames", [])
                 attached = iam.list_attached_role_policies(RoleName=name).get("AttachedPolicies", [])
             except ClientError as exc:
-                if _code(exc) not in GONE:
+                if error_code(exc) not in GONE:
                     raise
                 self.report.record("role", name, c.ABSENT)
                 return

@@ -116,9 +116,6 @@ class StackSettings:
             values[f.name] = _parse(f, str(value), source=key)
         return cls(**values)
 
-    def replace(self, **changes: Any) -> StackSettings:
-        return dataclasses.replace(self, **changes)
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

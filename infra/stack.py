@@ -182,8 +182,13 @@ class Stack:
         return self.settings.stage
 
     @property
+    def name_prefix(self) -> str:
+        """``esjoin-<stage>-``: every physical name starts with it."""
+        return f"{NAME_PREFIX}-{self.stage}-"
+
+    @property
     def log_group_prefix(self) -> str:
-        return f"/aws/lambda/{NAME_PREFIX}-{self.stage}-"
+        return f"/aws/lambda/{self.name_prefix}"
 
     def table(self, key: str) -> TableSpec:
         return _by_key(self.tables, key)

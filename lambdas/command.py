@@ -26,9 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
-from botocore.config import Config
-
+from lambdas.clients import aws_client
 from lambdas.events import EVENT_TYPES, ORDER_SUBMITTED, USER_CREATED, InvalidEvent, parse_event
 from lambdas.logs import log
 from lambdas.retry import Backoff
@@ -37,17 +35,6 @@ from lambdas.runtime import Runtime, function_name, runtime
 PUT_RECORDS_LIMIT = 500
 PUT_RECORDS_MAX_BYTES = 5 * 1024 * 1024  # per call, data plus partition keys
 PUT_ATTEMPTS = 5
-
-_kinesis_client: Any = None
-
-
-def kinesis_client() -> Any:
-    global _kinesis_client
-    if _kinesis_client is None:
-        _kinesis_client = boto3.client(
-            "kinesis", config=Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5,
-                                     read_timeout=20))
-    return _kinesis_client
 
 
 class PutRecordsFailed(RuntimeError):
@@ -179,7 +166,7 @@ def process(payload: Any, context: Any, rt: Runtime, client: Any = None, backoff
             ) -> dict[str, Any]:
     events = build_events(payload, rt.now_ms())
     records = to_records(events)
-    failed = put_records(client or kinesis_client(), rt.settings.stream_name, records,
+    failed = put_records(client or aws_client("kinesis"), rt.settings.stream_name, records,
                          backoff or Backoff(attempts=PUT_ATTEMPTS))
     log(rt.logger, logging.INFO, "command", function=function_name(context), events=len(records),
         failed=len(failed))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 SNAPSHOT_MODE_SAFE = "safe"
 SNAPSHOT_MODE_ORIGINAL = "original"
@@ -57,23 +57,6 @@ class Settings:
     log_level: str = "WARNING"
     """LOG_LEVEL: structured JSON log lines; INFO adds one summary line per batch."""
 
-    _ENV = {
-        "events_table": ("EVENTS_TABLE", str),
-        "views_table": ("VIEWS_TABLE", str),
-        "snapshots_table": ("SNAPSHOTS_TABLE", str),
-        "event_ids_table": ("EVENT_IDS_TABLE", str),
-        "stream_name": ("STREAM_NAME", str),
-        "snapshot_queue_url": ("SNAPSHOT_QUEUE_URL", str),
-        "trim_queue_url": ("TRIM_QUEUE_URL", str),
-        "failure_queue_url": ("FAILURE_QUEUE_URL", str),
-        "snapshot_horizon_seconds": ("SNAPSHOT_HORIZON_SECONDS", float),
-        "snapshot_threshold": ("SNAPSHOT_THRESHOLD", int),
-        "snapshot_max_events": ("SNAPSHOT_MAX_EVENTS", int),
-        "dedupe_ttl_seconds": ("DEDUPE_TTL_SECONDS", int),
-        "snapshot_mode": ("SNAPSHOT_MODE", str),
-        "log_level": ("LOG_LEVEL", str),
-    }
-
     def __post_init__(self) -> None:
         if self.snapshot_mode not in SNAPSHOT_MODES:
             raise ConfigurationError(
@@ -92,14 +75,16 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Each field from the variable named like it in upper case, parsed as its default's type."""
         environ = os.environ if environ is None else environ
         values = {}
-        for attr, (variable, convert) in cls._ENV.items():
+        for setting in fields(cls):
+            variable = setting.name.upper()
             raw = environ.get(variable)
             if raw is None or raw.strip() == "":
                 continue
             try:
-                values[attr] = convert(raw.strip())
+                values[setting.name] = type(setting.default)(raw.strip())
             except ValueError as exc:
                 raise ConfigurationError(f"{variable}={raw!r}: {exc}") from exc
         return cls(**values)

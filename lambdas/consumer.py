@@ -152,7 +152,7 @@ def process(event: dict[str, Any], context: Any, rt: Runtime) -> dict[str, Any]:
     candidates = dedupe_within_batch(decoded)
     markers = [m for m in (poison_marker(p.record) for p in poison) if m]
     lookups = [e.event.event_id for e in candidates] + markers
-    seen = rt.store.seen_event_ids(lookups) if lookups else {}
+    seen = rt.store.seen_event_ids(lookups)
     decision = accept(candidates, seen)
     _write(rt, write_rounds(decision.accepted))
     to_send = fresh_poison(poison, seen)

@@ -54,7 +54,7 @@ class DomainEvent:
 class StoredEvent:
     """An accepted event as persisted in the events table (one row per Kinesis record)."""
 
-    seq: str  # encoded Kinesis sequence number (fold.encode_seq): sorts numerically as a string
+    seq: str  # encoded Kinesis sequence number (sequence.encode_seq): sorts numerically as a string
     event: DomainEvent
     arrived_at: int  # ms, the record's approximateArrivalTimestamp
     stored_at: int  # ms, when the consumer (last) wrote the row

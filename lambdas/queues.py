@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from lambdas.clients import aws_client
 from lambdas.retry import Backoff
 
 SEND_BATCH_LIMIT = 10
@@ -25,17 +24,6 @@ MAX_PAYLOAD_BYTES = 262_144
 """SQS's classic message size limit, per message and per batch; emulators enforce it too."""
 
 MAX_DELAY_SECONDS = 900
-
-CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=20)
-
-_sqs_client: Any = None
-
-
-def sqs_client() -> Any:
-    global _sqs_client
-    if _sqs_client is None:
-        _sqs_client = boto3.client("sqs", config=CLIENT_CONFIG)
-    return _sqs_client
 
 
 @dataclass(frozen=True)
@@ -86,7 +74,7 @@ class Queues:
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = sqs_client()
+            self._client = aws_client("sqs")
         return self._client
 
     def send(self, queue_url: str, messages: Sequence[OutgoingMessage]) -> list[SendFailure]:

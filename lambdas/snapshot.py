@@ -40,10 +40,9 @@ from lambdas.runtime import Runtime, function_name, runtime
 from lambdas.store import SnapshotConflict
 from lambdas.views import refresh_views
 from lambdas.work_requests import (
-    MalformedRequest,
-    SnapshotRequest,
     parse_snapshot_request,
     reject_malformed,
+    requests_by_user,
     snapshot_request_body,
     trim_request_body,
 )
@@ -72,7 +71,6 @@ class SnapshotRun:
     user_id: str
     before: Snapshot
     after: Snapshot | None = None  # None: nothing was folded
-    events_read: int = 0
     more: bool = False  # read the maximum and folded all of it: another run is needed
 
     @property
@@ -86,7 +84,7 @@ def take_snapshot(rt: Runtime, user_id: str, horizon_ms: int) -> SnapshotRun:
     for _attempt in range(MAX_CONFLICT_ATTEMPTS):
         current = rt.store.get_snapshot(user_id)
         events = rt.store.query_events(user_id, after=current.watermark, limit=settings.snapshot_max_events)
-        run = SnapshotRun(user_id=user_id, before=current, events_read=len(events))
+        run = SnapshotRun(user_id=user_id, before=current)
         new = next_snapshot(current, events, rt.now_ms(), horizon_ms, settings.snapshot_mode)
         if new is None:
             return run
@@ -117,15 +115,7 @@ def trim_watermark(run: SnapshotRun, redelivered: bool) -> str | None:
 
 def process(event: dict[str, Any], context: Any, rt: Runtime) -> dict[str, Any]:
     messages = [SqsMessage.from_lambda(r) for r in event.get("Records") or []]
-    malformed: list[tuple[SqsMessage, str]] = []
-    by_user: dict[str, list[tuple[SqsMessage, SnapshotRequest]]] = {}
-    for message in messages:
-        try:
-            request = parse_snapshot_request(message.body)
-        except MalformedRequest as error:
-            malformed.append((message, str(error)))
-            continue
-        by_user.setdefault(request.user_id, []).append((message, request))
+    malformed, by_user = requests_by_user(messages, parse_snapshot_request)
 
     name = function_name(context)
     settings = rt.settings

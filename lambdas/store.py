@@ -2,15 +2,16 @@
 
 Tables (names from `config.Settings`):
 
-- events:    PK userId (S), SK seq (S, `fold.encode_seq`); eventId, type, timestamp, body, arrivedAt,
+- events:    PK userId (S), SK seq (S, `sequence.encode_seq`); eventId, type, timestamp, body, arrivedAt,
              shardId, storedAt. Its stream feeds the trigger.
 - event-ids: PK eventId; userId, seq, expiresAt (TTL). The dedupe index across time.
 - snapshots: PK userId; watermark, version, the folded state, updatedAt.
 - views:     PK id; the view row (`fold.render_view`).
 
 Items cross this boundary as plain Python (TypeSerializer/TypeDeserializer; numbers come back as
-int). Every Query paginates; batch calls respect DynamoDB's limits (100 keys per BatchGetItem, 25
-requests per BatchWriteItem) and retry what comes back unprocessed with backoff.
+int, or float when fractional). Every Query paginates; batch calls respect DynamoDB's limits (100
+keys per BatchGetItem, 25 requests per BatchWriteItem) and retry what comes back unprocessed with
+backoff.
 """
 
 from __future__ import annotations
@@ -19,33 +20,21 @@ from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
-import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from lambdas.clients import aws_client
 from lambdas.config import Settings
 from lambdas.events import StoredEvent, parse_body
-from lambdas.fold import NO_WATERMARK, Snapshot, ViewState
+from lambdas.fold import Snapshot, ViewState
 from lambdas.retry import Backoff
+from lambdas.sequence import NO_WATERMARK
 
 BATCH_GET_LIMIT = 100  # keys per BatchGetItem call
 BATCH_WRITE_LIMIT = 25  # requests per BatchWriteItem call
 
-CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=20)
-
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
-
-_dynamodb_client: Any = None
-
-
-def dynamodb_client() -> Any:
-    """One client per warm container (created on first use; the endpoint comes from AWS_ENDPOINT_URL)."""
-    global _dynamodb_client
-    if _dynamodb_client is None:
-        _dynamodb_client = boto3.client("dynamodb", config=CLIENT_CONFIG)
-    return _dynamodb_client
 
 
 class IncompleteBatchError(RuntimeError):
@@ -145,7 +134,7 @@ class Store:
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = dynamodb_client()
+            self._client = aws_client("dynamodb")
         return self._client
 
     # -- generic batch helpers ------------------------------------------------------------------

@@ -16,7 +16,7 @@ from lambdas.logs import log
 from lambdas.records import SqsMessage
 from lambdas.runtime import Runtime, function_name, runtime
 from lambdas.sequence import NO_WATERMARK
-from lambdas.work_requests import MalformedRequest, TrimRequest, parse_trim_request, reject_malformed
+from lambdas.work_requests import TrimRequest, parse_trim_request, reject_malformed, requests_by_user
 
 
 def requested_bound(requests: list[TrimRequest]) -> str | None:
@@ -41,15 +41,7 @@ def trim_user(rt: Runtime, user_id: str, requested: str | None) -> int:
 
 def process(event: dict[str, Any], context: Any, rt: Runtime) -> dict[str, Any]:
     messages = [SqsMessage.from_lambda(r) for r in event.get("Records") or []]
-    malformed: list[tuple[SqsMessage, str]] = []
-    by_user: dict[str, list[tuple[SqsMessage, TrimRequest]]] = {}
-    for message in messages:
-        try:
-            request = parse_trim_request(message.body)
-        except MalformedRequest as error:
-            malformed.append((message, str(error)))
-            continue
-        by_user.setdefault(request.user_id, []).append((message, request))
+    malformed, by_user = requests_by_user(messages, parse_trim_request)
 
     failed = reject_malformed(rt, context, "trim", malformed)
     deleted = 0

@@ -90,7 +90,7 @@ def refresh_views(rt: Runtime, user_ids: Sequence[str]) -> RefreshResult:
         except Exception as error:
             result.failed[user_id] = error
     readable = [u for u in user_ids if u in events]
-    snapshots = store.get_snapshots(readable) if readable else {}
+    snapshots = store.get_snapshots(readable)
 
     plans: dict[str, ViewUpdate] = {}
     for user_id in readable:
@@ -110,7 +110,7 @@ def refresh_views(rt: Runtime, user_ids: Sequence[str]) -> RefreshResult:
     delay = request_delay_seconds(settings.snapshot_horizon_seconds)
     wanted = [OutgoingMessage(key=u, body=snapshot_request_body(u, now), delay_seconds=delay)
               for u, plan in plans.items() if plan.request_snapshot]
-    failures = rt.queues.send(settings.snapshot_queue_url, wanted) if wanted else []
+    failures = rt.queues.send(settings.snapshot_queue_url, wanted)
     for failure in failures:
         log(rt.logger, logging.WARNING, "snapshot request not sent", userId=failure.key, code=failure.code,
             error=failure.message, action="a later refresh of this user asks again")

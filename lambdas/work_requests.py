@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from lambdas.logs import log
 from lambdas.queues import OutgoingMessage, failure_message
@@ -36,18 +36,24 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def parse_snapshot_request(body: str) -> SnapshotRequest:
+def _request_payload(body: str, request_type: str) -> tuple[dict[str, Any], str]:
+    """The JSON object of a request of `request_type` (``type`` may be left out) and its userId."""
     try:
         payload = json.loads(body)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise MalformedRequest(f"body is not valid JSON: {exc}") from exc
     if not isinstance(payload, dict):
         raise MalformedRequest(f"body must be a JSON object, got {type(payload).__name__}")
-    if payload.get("type", "snapshot") != "snapshot":
-        raise MalformedRequest(f"type must be 'snapshot', got {payload.get('type')!r}")
+    if payload.get("type", request_type) != request_type:
+        raise MalformedRequest(f"type must be {request_type!r}, got {payload.get('type')!r}")
     user_id = payload.get("userId")
     if not isinstance(user_id, str) or not user_id.strip():
         raise MalformedRequest("missing userId (a non-empty string)")
+    return payload, user_id
+
+
+def parse_snapshot_request(body: str) -> SnapshotRequest:
+    payload, user_id = _request_payload(body, "snapshot")
     horizon = payload.get("horizonSeconds")
     if horizon is not None and not (_is_number(horizon) and horizon >= 0):
         raise MalformedRequest(f"horizonSeconds must be a number >= 0, got {horizon!r}")
@@ -65,21 +71,29 @@ class TrimRequest:
 
 
 def parse_trim_request(body: str) -> TrimRequest:
-    try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise MalformedRequest(f"body is not valid JSON: {exc}") from exc
-    if not isinstance(payload, dict):
-        raise MalformedRequest(f"body must be a JSON object, got {type(payload).__name__}")
-    if payload.get("type", "trim") != "trim":
-        raise MalformedRequest(f"type must be 'trim', got {payload.get('type')!r}")
-    user_id = payload.get("userId")
-    if not isinstance(user_id, str) or not user_id.strip():
-        raise MalformedRequest("missing userId (a non-empty string)")
+    payload, user_id = _request_payload(body, "trim")
     watermark = payload.get("watermark")
     if watermark is not None and watermark != NO_WATERMARK and not is_encoded_seq(watermark):
         raise MalformedRequest(f"watermark must be an encoded sequence number, got {watermark!r}")
     return TrimRequest(user_id=user_id, watermark=watermark)
+
+
+RequestT = TypeVar("RequestT", SnapshotRequest, TrimRequest)
+
+
+def requests_by_user(messages: Sequence[SqsMessage], parse: Callable[[str], RequestT]
+                     ) -> tuple[list[tuple[SqsMessage, str]], dict[str, list[tuple[SqsMessage, RequestT]]]]:
+    """Parse an SQS batch: the malformed messages with their reason, and the requests by user."""
+    malformed: list[tuple[SqsMessage, str]] = []
+    by_user: dict[str, list[tuple[SqsMessage, RequestT]]] = {}
+    for message in messages:
+        try:
+            request = parse(message.body)
+        except MalformedRequest as error:
+            malformed.append((message, str(error)))
+            continue
+        by_user.setdefault(request.user_id, []).append((message, request))
+    return malformed, by_user
 
 
 def snapshot_request_body(user_id: str, requested_at: int, horizon_seconds: float | None = None) -> str:

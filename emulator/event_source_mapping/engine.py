@@ -36,9 +36,8 @@ class EventSourceMappingEngine:
                  invoke_identity_arn: Callable[[str], str] | None = None) -> None:
         """`invoke_identity_arn(function_arn)`, optional: the function's execution role, which Kinesis
         events carry as invokeIdentityArn (default: arn:aws:iam::<account>:role/lambda-role)."""
-        self.config = config
         self._context = EngineContext(
-            config=config, moto=moto, invoke=invoke, on_change=on_change,
+            moto=moto, invoke=invoke, on_change=on_change,
             checkpoints=CheckpointStore(config.state_dir / "checkpoints"),
             timing=PollTiming.for_mode(config.timing),
             invoke_identity_arn=invoke_identity_arn or default_invoke_identity_arn)

@@ -28,14 +28,6 @@ REPORT_BATCH_ITEM_FAILURES = "ReportBatchItemFailures"
 STREAM_STARTING_POSITIONS = {KINESIS: {"TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"},
                              DYNAMODB: {"TRIM_HORIZON", "LATEST"}}
 
-# Fields a caller may change with UpdateEventSourceMapping (StartingPosition and the source may not).
-UPDATABLE = {
-    "FunctionName", "Enabled", "BatchSize", "MaximumBatchingWindowInSeconds", "DestinationConfig",
-    "MaximumRecordAgeInSeconds", "BisectBatchOnFunctionError", "MaximumRetryAttempts",
-    "ParallelizationFactor", "FunctionResponseTypes", "TumblingWindowInSeconds", "ScalingConfig",
-    "FilterCriteria",
-}
-
 
 def source_type(event_source_arn: str) -> str:
     """kinesis | dynamodb | sqs, from an ARN; anything else is not supported here."""
@@ -199,8 +191,6 @@ class EventSourceMapping:
                 raise _invalid(f"OnFailure destination {destination} is not supported here: "
                                "use an SQS queue ARN")
             self.on_failure_destination = destination or None
-        if self.batch_size > 10000:
-            raise _invalid("BatchSize must be at most 10000")
 
     # -- rendering ------------------------------------------------------------------------------
 

@@ -15,8 +15,9 @@ import calendar
 import datetime
 import json
 import zlib
+from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 # A synchronous invocation's payload is at most 6 MB; a batch stops growing before it.
 # https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html
@@ -36,6 +37,27 @@ def records_payload(encoded_records: Iterable[bytes]) -> bytes:
 def fits(current_bytes: int, count: int, record_bytes: int) -> bool:
     """Whether a record of `record_bytes` still fits a payload of `count` records of `current_bytes`."""
     return ENVELOPE_BYTES + current_bytes + count + record_bytes <= MAX_PAYLOAD_BYTES
+
+
+class Encoded(Protocol):
+    encoded: bytes  # the record as it goes into {"Records": [...]}
+
+
+E = TypeVar("E", bound=Encoded)
+
+
+def take_batch(pending: deque[E], size: int) -> tuple[list[E], int]:
+    """Take from the front of `pending` at most `size` records that fit one payload (the first one
+    always); returns them and their encoded bytes."""
+    records: list[E] = []
+    total = 0
+    while pending and len(records) < size:
+        record = pending[0]
+        if records and not fits(total, len(records), len(record.encoded)):
+            break
+        records.append(pending.popleft())
+        total += len(record.encoded)
+    return records, total
 
 
 def _json_default(value: Any) -> Any:

@@ -75,6 +75,13 @@ class Outcome:
         return self.kind in (OutcomeKind.FUNCTION_ERROR, OutcomeKind.INVALID_RESPONSE,
                              OutcomeKind.NOT_INVOKED)
 
+    @property
+    def reason(self) -> str:
+        """Why the batch failed, for the log: the invalid response's defect or the function's errorMessage."""
+        if self.detail or self.result is None:
+            return self.detail
+        return self.result.error_document().get("errorMessage", "")
+
 
 def deliver(invoke: Invoker, delivery: Delivery) -> Outcome:
     """Invoke once and interpret the result; never raises."""

@@ -29,7 +29,7 @@ class PollTiming:
     retry_backoff_cap_seconds: float
     """Longest retry delay."""
     source_recheck_seconds: float
-    """How often a mapping whose source (or destination) is missing looks again."""
+    """How often a mapping whose source is missing looks again."""
     idle_recheck_seconds: float
     """Longest sleep with nothing due: a safety net (writes and completions wake the worker anyway)."""
 

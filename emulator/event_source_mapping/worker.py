@@ -29,7 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from emulator.config import EmulatorConfig
 from emulator.event_source_mapping.checkpoints import CheckpointStore
 from emulator.event_source_mapping.mapping import DISABLED, DYNAMODB, ENABLED, KINESIS, EventSourceMapping
 from emulator.event_source_mapping.pollers.base import Poller, PollerContext
@@ -59,7 +58,6 @@ class IdleView:
 
 @dataclass
 class EngineContext:
-    config: EmulatorConfig
     moto: MotoBackends
     invoke: Invoker
     on_change: Callable[[str, dict], None]
@@ -68,9 +66,10 @@ class EngineContext:
     invoke_identity_arn: Callable[[str], str]
 
 
-def make_poller(mapping: EventSourceMapping, context: PollerContext) -> Poller:
+def make_poller(mapping: EventSourceMapping, context: PollerContext,
+                invoke_identity_arn: Callable[[str], str]) -> Poller:
     if mapping.source == KINESIS:
-        source = KinesisStreamSource(context.moto, mapping.event_source_arn, context.invoke_identity_arn)
+        source = KinesisStreamSource(context.moto, mapping.event_source_arn, invoke_identity_arn)
         return StreamPoller(mapping, context, source)
     if mapping.source == DYNAMODB:
         return StreamPoller(mapping, context, DynamoDBStreamSource(context.moto, mapping.event_source_arn))
@@ -101,8 +100,8 @@ class MappingWorker:
         self._idle_lock = threading.Lock()
         self._idle_view = IdleView(busy=True, held=False, positions=None)
         self.poller = make_poller(mapping, PollerContext(
-            config=engine.config, moto=engine.moto, timing=engine.timing, checkpoints=engine.checkpoints,
-            dispatch=self._dispatch, report=self._report, invoke_identity_arn=engine.invoke_identity_arn))
+            moto=engine.moto, timing=engine.timing, checkpoints=engine.checkpoints, dispatch=self._dispatch,
+            report=self._report), engine.invoke_identity_arn)
         self._stop_listening: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._run, name=f"esm-{mapping.uuid[:8]}", daemon=True)
 
@@ -298,12 +297,9 @@ class MappingWorker:
 
     def _transition(self) -> None:
         """Follow Enabled: a mapping being disabled stops reading, lets its in-flight batches finish,
-        then forgets what is not checkpointed (enabling resumes from the checkpoint)."""
-        if self.mapping.enabled and not self._active:
-            self._active = True
-            log.info("mapping %s enabled", self.uuid)
-            self._report(state=ENABLED)
-        elif not self.mapping.enabled and self._active and self.poller.in_flight() == 0:
+        then forgets what is not checkpointed (enabling resumes from the checkpoint). Enabling needs no
+        step here: update() applies it at once."""
+        if not self.mapping.enabled and self._active and self.poller.in_flight() == 0:
             self.poller.release()
             self.poller.persist()
             self.poller.rewind()

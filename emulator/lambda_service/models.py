@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from emulator.config import TIMING_AWS, EmulatorConfig
+from emulator.config import TIMING_AWS, TIMING_FAST, EmulatorConfig
 from emulator.event_source_mapping.engine import EventSourceMappingEngine
 from emulator.event_source_mapping.mapping import (
     CREATING,
@@ -51,6 +51,7 @@ from emulator.lambda_service.invocation import (
     InvocationResult,
     LambdaServiceError,
 )
+from emulator.lambda_service.logs import end_line, report_line, start_line
 from emulator.lambda_service.runtime import LambdaRuntime
 from emulator.moto_backends import MotoBackends
 
@@ -77,7 +78,7 @@ MAX_SYNC_PAYLOAD = 6 * 1024 * 1024
 MAX_ASYNC_PAYLOAD = 1024 * 1024
 # Asynchronous invocation: two retries on error, AWS waits 1 and then 2 minutes between attempts.
 # https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-error-handling.html
-ASYNC_RETRY_DELAYS = {"fast": (1.0, 2.0), TIMING_AWS: (60.0, 120.0)}
+ASYNC_RETRY_DELAYS = {TIMING_FAST: (1.0, 2.0), TIMING_AWS: (60.0, 120.0)}
 
 
 def invalid(message: str) -> LambdaServiceError:
@@ -245,7 +246,12 @@ class LambdaBackend:
         with self._lock:
             if (region, name) in self.functions:
                 raise LambdaServiceError(409, "ResourceConflictException", f"Function already exist: {name}")
-            code_dir, sha, size = self._store_code(region, name, params.get("Code") or {})
+        # Unzip outside the lock: invocations resolve functions under it and must not wait on I/O.
+        code_dir, sha, size = self._store_code(region, name, params.get("Code") or {})
+        with self._lock:
+            if (region, name) in self.functions:  # created meanwhile by a concurrent call
+                shutil.rmtree(code_dir.parent, ignore_errors=True)
+                raise LambdaServiceError(409, "ResourceConflictException", f"Function already exist: {name}")
             function = Function(name=name, region=region, account_id=self.config.account_id,
                                 runtime=runtime, handler=params["Handler"], role=role,
                                 code_dir=code_dir, code_sha256=sha, code_size=size)
@@ -259,9 +265,10 @@ class LambdaBackend:
         function, _ = self.resolve(name_or_arn, region)
         if params.get("DryRun"):
             return function
+        code_dir, sha, size = self._store_code(function.region, function.name, params)  # outside the lock
         with self._lock:
-            code_dir, sha, size = self._store_code(function.region, function.name, params)
-            updated = replace(function, code_dir=code_dir, code_sha256=sha, code_size=size,
+            current, _ = self.resolve(function.arn, region)  # the latest copy: a concurrent update is kept
+            updated = replace(current, code_dir=code_dir, code_sha256=sha, code_size=size,
                               revision_id=str(uuid.uuid4()), last_modified=iso_now())
             self.functions[(function.region, function.name)] = updated
         self.runtime.retire(function.arn)
@@ -276,7 +283,8 @@ class LambdaBackend:
         if params.get("Layers"):
             raise invalid("Layers are not supported by this endpoint; put dependencies in the zip")
         with self._lock:
-            updated = replace(function, environment=dict(function.environment), revision_id=str(uuid.uuid4()),
+            current, _ = self.resolve(function.arn, region)  # the latest copy: a concurrent update is kept
+            updated = replace(current, environment=dict(current.environment), revision_id=str(uuid.uuid4()),
                               last_modified=iso_now())
             self._apply_configuration(updated, params)
             for key, attribute in (("Runtime", "runtime"), ("Handler", "handler"), ("Role", "role")):
@@ -407,7 +415,7 @@ class LambdaBackend:
 
     def _invoke_async_attempts(self, function_arn: str, payload: bytes, region: str,
                                origin: InvocationOrigin) -> None:
-        delays = ASYNC_RETRY_DELAYS.get(self.config.timing, ASYNC_RETRY_DELAYS["fast"])
+        delays = ASYNC_RETRY_DELAYS.get(self.config.timing, ASYNC_RETRY_DELAYS[TIMING_FAST])
         for attempt in range(1, len(delays) + 2):
             try:
                 function, _ = self.resolve(function_arn, region)
@@ -476,10 +484,7 @@ class LambdaBackend:
 
     def get_event_source_mapping(self, uuid_: str) -> EventSourceMapping:
         with self._lock:
-            mapping = self.mappings.get(uuid_)
-            if mapping is None:
-                raise not_found(f"The resource you requested does not exist. (Service: Lambda, mapping {uuid_})")
-            return mapping.copy()
+            return self._mapping(uuid_).copy()
 
     def list_event_source_mappings(self, function_name: str | None, source_arn: str | None,
                                    region: str) -> list[EventSourceMapping]:
@@ -492,9 +497,7 @@ class LambdaBackend:
     def update_event_source_mapping(self, uuid_: str, params: dict[str, Any], region: str) -> EventSourceMapping:
         function_arn = self.resolve(params["FunctionName"], region)[0].arn if params.get("FunctionName") else None
         with self._lock:
-            mapping = self.mappings.get(uuid_)
-            if mapping is None:
-                raise not_found(f"The resource you requested does not exist. (Service: Lambda, mapping {uuid_})")
+            mapping = self._mapping(uuid_)
             if mapping.state in (CREATING, DELETING):
                 raise LambdaServiceError(409, "ResourceInUseException",
                                          f"Cannot update the event source mapping {uuid_} while it is {mapping.state}")
@@ -512,15 +515,20 @@ class LambdaBackend:
 
     def delete_event_source_mapping(self, uuid_: str) -> EventSourceMapping:
         with self._lock:
-            mapping = self.mappings.get(uuid_)
-            if mapping is None:
-                raise not_found(f"The resource you requested does not exist. (Service: Lambda, mapping {uuid_})")
+            mapping = self._mapping(uuid_)
             mapping.state = DELETING
             deleted = mapping.copy()
         self.engine.stop(uuid_)
         with self._lock:
             self.mappings.pop(uuid_, None)
         return deleted
+
+    def _mapping(self, uuid_: str) -> EventSourceMapping:
+        """The stored mapping itself (hold self._lock), or AWS's 404."""
+        mapping = self.mappings.get(uuid_)
+        if mapping is None:
+            raise not_found(f"The resource you requested does not exist. (Service: Lambda, mapping {uuid_})")
+        return mapping
 
     def _mapping_changed(self, uuid_: str, changes: dict[str, Any]) -> None:
         with self._lock:
@@ -557,11 +565,11 @@ class LambdaBackend:
 def _injected_error(function: Function, request_id: str, fault: FaultRule) -> InvocationResult:
     payload = {"errorMessage": fault.error_message, "errorType": fault.error_type, "requestId": request_id,
                "stackTrace": []}
-    log_text = (f"START RequestId: {request_id} Version: $LATEST\n"
-                f"[ERROR] {fault.error_type}: {fault.error_message} (injected by {fault.id})\n"
-                f"END RequestId: {request_id}\n"
-                f"REPORT RequestId: {request_id}\tDuration: 0.00 ms\tBilled Duration: 1 ms\t"
-                f"Memory Size: {function.memory_size} MB\tMax Memory Used: 0 MB\n")
+    log_text = (start_line(request_id, "$LATEST")
+                + f"[ERROR] {fault.error_type}: {fault.error_message} (injected by {fault.id})\n"
+                + end_line(request_id)
+                + report_line(request_id, duration_ms=0.0, billed_duration_ms=1, memory_mb=function.memory_size,
+                              max_memory_used_mb=0))
     return InvocationResult(request_id=request_id, payload=json.dumps(payload).encode(),
                             function_error=UNHANDLED, log=log_text, billed_duration_ms=1,
                             injected_fault=fault.id)

@@ -24,6 +24,8 @@ The worker program and its wire protocol are in ``worker.py``; log lines and del
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import importlib.metadata
 import json
@@ -109,7 +111,6 @@ class WorkerProcess:
         log_stream: str,
         generation: int,
     ) -> None:
-        self.spec = spec
         self.revision_id = spec.revision_id
         self.generation = generation
         self.process = process
@@ -728,15 +729,15 @@ class LambdaRuntime:
         duration_ms: float,
         init_ms: float | None,
     ) -> InvocationResult:
-        message = f"RequestId: {request.request_id} Error: {worker.exit_reason()}"
+        reason = worker.exit_reason()
         events.extend(worker.take_events())
-        events.append((now_ms(), runtime_exit_line(request.request_id, worker.exit_reason())))
+        events.append((now_ms(), runtime_exit_line(request.request_id, reason)))
         return self._complete(
             worker,
             spec,
             request,
             events,
-            payload=_platform_error("Runtime.ExitError", message),
+            payload=_platform_error("Runtime.ExitError", f"RequestId: {request.request_id} Error: {reason}"),
             function_error=UNHANDLED,
             duration_ms=duration_ms,
             billed_ms=math.ceil(duration_ms + (init_ms or 0)),
@@ -854,9 +855,6 @@ def _decode_client_context(client_context: str | None) -> str | None:
     """X-Amz-Client-Context is base64 JSON; the worker parses the JSON (and reports it if it is not)."""
     if not client_context:
         return None
-    import base64
-    import binascii
-
     try:
         return base64.b64decode(client_context, validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):

@@ -3,7 +3,6 @@ duplicate delivery, idleness, State reporting, shutdown."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 from collections.abc import Iterator
@@ -22,10 +21,10 @@ from test_esm_support import (
     put_item,
     put_record,
     send_message,
+    updated,
     wait_until,
 )
 
-from emulator.event_source_mapping.mapping import EventSourceMapping
 from emulator.lambda_service.invocation import LambdaServiceError
 
 
@@ -45,10 +44,6 @@ def write(harness: EngineHarness, stream: str, numbers: range, keys: int = 3) ->
 
 def delivered_numbers(harness: EngineHarness) -> list[int]:
     return [item["n"] for item in harness.function.delivered()]
-
-
-def updated(mapping: EventSourceMapping, **changes) -> EventSourceMapping:
-    return dataclasses.replace(mapping.copy(), **changes)
 
 
 def test_state_is_reported_enabled_then_disabled(harness: EngineHarness) -> None:

@@ -4,7 +4,6 @@ responses, parallelization, resharding, and the event's shape (checked with Powe
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import re
 import threading
@@ -29,11 +28,11 @@ from test_esm_support import (
     ok,
     put_record,
     queue_messages,
+    updated,
     wait_until,
 )
 
 from emulator.event_source_mapping.engine import EventSourceMappingEngine
-from emulator.event_source_mapping.mapping import EventSourceMapping
 from emulator.event_source_mapping.payloads import lane_hash
 from emulator.lambda_service.invocation import LambdaServiceError
 
@@ -110,14 +109,10 @@ def test_batching_window_waits_for_a_full_batch_and_no_longer(harness: EngineHar
     harness.function.wait_for_calls(1)  # full: delivered long before the 30 s window ends
     assert [item["n"] for item in harness.function.calls[0].data] == [0, 1, 2, 3, 4]
 
-    harness.engine.update(mapping_with(created, maximum_batching_window_seconds=1))
+    harness.engine.update(updated(created, maximum_batching_window_seconds=1))
     write(harness, stream, [("k", 5), ("k", 6)])
     calls = harness.function.wait_for_calls(2)  # not full: delivered when the 1 s window ends
     assert [item["n"] for item in calls[1].data] == [5, 6]
-
-
-def mapping_with(original: EventSourceMapping, **changes: object) -> EventSourceMapping:
-    return dataclasses.replace(original.copy(), **changes)  # type: ignore[arg-type]
 
 
 def test_starting_position_latest_skips_what_was_written_before(harness: EngineHarness) -> None:

@@ -8,6 +8,7 @@ test scripts. Waits are conditions with deadlines; a failed wait prints the call
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import json
 import threading
@@ -151,6 +152,11 @@ def mapping(source_arn: str, **params: Any) -> EventSourceMapping:
                                      FUNCTION_ARN, REGION, ACCOUNT)
 
 
+def updated(original: EventSourceMapping, **changes: Any) -> EventSourceMapping:
+    """A copy of `original` with some fields changed, for engine.update()."""
+    return dataclasses.replace(original.copy(), **changes)
+
+
 # -- the fake function ---------------------------------------------------------------------------
 
 
@@ -256,14 +262,7 @@ class ScriptedFunction:
         return list(self.calls)
 
     def wait_in_flight(self, count: int, timeout: float = WAIT_SECONDS) -> None:
-        deadline = time.monotonic() + timeout
-        with self._condition:
-            while self.in_flight < count:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"timed out waiting for {count} invocations in flight "
-                                         f"(saw {self.in_flight}); calls: {self.calls}")
-                self._condition.wait(remaining)
+        self.wait_for(lambda calls: self.in_flight >= count, f"{count} invocations in flight", timeout)
 
     def delivered(self, duplicates: bool = False) -> list[Any]:
         """The data of every record delivered, in call order (first deliveries only by default)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -123,6 +125,25 @@ def test_payload_size_limit_is_six_megabytes() -> None:
     assert not payloads.fits(6 * len(record), 6, 1)
     payload = payloads.records_payload([b'{"a":1}', b'{"b":2}'])
     assert json.loads(payload) == {"Records": [{"a": 1}, {"b": 2}]}
+
+
+def test_take_batch_stops_at_the_batch_size_or_the_payload_limit() -> None:
+    @dataclass
+    class Record:
+        encoded: bytes
+
+    mebibyte = Record(b"x" * (1024 * 1024))
+    pending = deque([mebibyte] * 8)
+    batch, total = payloads.take_batch(pending, 3)
+    assert len(batch) == 3 and total == 3 * len(mebibyte.encoded) and len(pending) == 5
+    batch, _ = payloads.take_batch(pending, 10)
+    assert len(batch) == 5 and not pending, "five 1 MiB records fit one payload"
+    pending = deque([mebibyte] * 7)
+    batch, _ = payloads.take_batch(pending, 10)
+    assert len(batch) == 5 and len(pending) == 2, "a sixth does not"
+    oversized = Record(b"x" * (7 * 1024 * 1024))
+    pending = deque([oversized, mebibyte])
+    assert payloads.take_batch(pending, 10)[0] == [oversized], "an oversized record still goes, alone"
 
 
 def test_iso_timestamps_as_aws_writes_them() -> None:

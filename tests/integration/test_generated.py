@@ -42,18 +42,19 @@ from integration_support import Faults, snapshot_write_marker
 
 from harness.checks import assert_converged, failure_report, problems_at_quiescence
 from harness.events import logged_in, now_ms, order_submitted, user_created
+from harness.oracle import KNOWN_TYPES, USER_CREATED, USER_LOGGED_IN
 from harness.pipeline import EventLog, Pipeline
 
 USERS = 3
-KINDS = ("user-created", "user-loggedIn", "order-submitted")
+KINDS = KNOWN_TYPES
 CI_SETTINGS = {"max_examples": 6, "stateful_step_count": 12, "derandomize": True}
 SOAK_SETTINGS = {"max_examples": 40, "stateful_step_count": 40, "derandomize": False}
 
 
 def make_event(kind: str, user: str, timestamp: int) -> dict[str, Any]:
-    if kind == "user-created":
+    if kind == USER_CREATED:
         return user_created(user, f"Name at {timestamp}", timestamp)
-    if kind == "user-loggedIn":
+    if kind == USER_LOGGED_IN:
         return logged_in(user, timestamp)
     return order_submitted(user, timestamp)
 

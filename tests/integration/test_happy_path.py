@@ -1,5 +1,7 @@
 """Scenario: the join as the original example meant it, through the whole pipeline."""
 
+from integration_support import wait_for_view_count
+
 from harness.checks import assert_converged
 from harness.events import logged_in, order_submitted, user_created
 
@@ -28,15 +30,6 @@ def test_command_function_produces_events_that_reach_the_view(pipeline, new_user
                     {"type": "order-submitted", "userId": carol}):
         result = pipeline.command(command)
         assert result["sent"] == 1 and len(result["eventIds"]) == 1
-    # Then the view counts one login and one order (the log holds what the command reported)
-    row = {}
-
-    def view_row():
-        row.update(pipeline.views([carol]).get(carol) or {})
-        return row.get("eventCount") == 3
-
-    from harness.waits import eventually
-
-    eventually(view_row, expected=f"{carol}'s view to count 3 events", deadline=pipeline.backend.timing.deadline,
-               observe=lambda: row)
+    # Then the view counts one login and one order (the function made up the events: the log has none)
+    row = wait_for_view_count(pipeline, carol, 3)
     assert row["name"] == "Carol" and row["recentOrderCount"] == 1 and row["lastLogin"] is not None

@@ -20,6 +20,7 @@ from integration_support import history_mark, invocations, kinesis_event_id
 
 from harness.checks import assert_converged
 from harness.events import logged_in, now_ms, order_submitted, user_created
+from harness.oracle import user_of
 from harness.pipeline import Pipeline
 
 PARALLEL_STAGE = {"shard_count": 3, "parallelization_factor": 4}
@@ -59,8 +60,7 @@ def test_parallel_batches_per_shard_keep_each_users_order(parallel_pipeline, new
         return  # LocalStack and AWS do not show their pollers' batches
     # and the history shows batches of one shard in flight together, each user's records in order
     history = [r for r in invocations(control, pipeline.function("consumer"), mark) if not r["duplicate"]]
-    user_of_record = {kinesis_event_id(r): e_user for r, e_user in zip(
-        results, [e.get("user", {}).get("id") or e["order"]["userId"] for e in interleaved], strict=True)}
+    user_of_record = {kinesis_event_id(r): user_of(e) for r, e in zip(results, interleaved, strict=True)}
     assert overlapping_batches_of_one_shard(history), "no two batches of one shard were ever in flight together"
     problems = per_user_order_problems(history, user_of_record)
     assert not problems, "\n".join(problems[:10])

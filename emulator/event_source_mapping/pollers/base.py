@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from emulator.config import EmulatorConfig
 from emulator.event_source_mapping.checkpoints import CheckpointStore
 from emulator.event_source_mapping.mapping import EventSourceMapping
 from emulator.event_source_mapping.sender import Delivery, Outcome
@@ -23,21 +22,17 @@ from emulator.moto_backends import MotoBackends
 
 @dataclass
 class PollerContext:
-    config: EmulatorConfig
     moto: MotoBackends
     timing: PollTiming
     checkpoints: CheckpointStore
     dispatch: Callable[[Delivery], None]  # start delivering a batch (the outcome comes to complete())
     report: Callable[..., None]  # report(last_processing_result=...): what the Lambda API shows
-    invoke_identity_arn: Callable[[str], str]  # the role a Kinesis record names, per function ARN
 
 
 class Poller(abc.ABC):
     def __init__(self, mapping: EventSourceMapping, context: PollerContext) -> None:
         self.mapping = mapping  # replaced by the worker on update(); read at each batch
         self.context = context
-        parts = mapping.event_source_arn.split(":")
-        self.region, self.account_id = parts[3], parts[4]
 
     @abc.abstractmethod
     def prepare(self) -> None:

@@ -45,24 +45,21 @@ class DynamoDBStreamSource(StreamSource):
             return None
         shard = table.stream_shard
         enabled = bool((table.stream_specification or {}).get("StreamEnabled"))
-        last = shard.starting_sequence_number + len(shard.items) - 1 if shard.items else None
-        return [ShardInfo(shard_id=shard.id, parent_ids=(), closed=not enabled, last_sequence_number=last)]
+        return [ShardInfo(shard_id=shard.id, parent_ids=(), closed=not enabled,
+                          last_sequence_number=_last_sequence_number(shard))]
 
     def retention_seconds(self) -> float | None:
         return RETENTION_SECONDS
 
     def starting_sequence_number(self, shard_id: str, position: str, timestamp: float | None) -> int | None:
-        shard = self._table().stream_shard
-        if position == "LATEST" and shard.items:
-            return shard.starting_sequence_number + len(shard.items) - 1
-        return None
+        return _last_sequence_number(self._table().stream_shard) if position == "LATEST" else None
 
     def read(self, shard_id: str, after: int | None, limit: int) -> list[Any]:
         table = self._table()
         if table is None or table.stream_shard.id != shard_id:
             return []
         shard = table.stream_shard
-        start = 0 if after is None else max(0, after + 1 - shard.starting_sequence_number)
+        start = _index_after(shard, after)
         hash_key = table.hash_key_attr
         return [(item.record, hash_key) for item in shard.items[start:start + limit]]
 
@@ -80,5 +77,14 @@ class DynamoDBStreamSource(StreamSource):
         if table is None or table.stream_shard.id != shard_id:
             return 0
         shard = table.stream_shard
-        start = 0 if after is None else max(0, after + 1 - shard.starting_sequence_number)
-        return max(0, len(shard.items) - start)
+        return max(0, len(shard.items) - _index_after(shard, after))
+
+
+# moto numbers a stream shard's records consecutively from its starting_sequence_number.
+def _last_sequence_number(shard: Any) -> int | None:
+    return shard.starting_sequence_number + len(shard.items) - 1 if shard.items else None
+
+
+def _index_after(shard: Any, after: int | None) -> int:
+    """The index in shard.items of the first record after sequence number `after` (None: the start)."""
+    return 0 if after is None else max(0, after + 1 - shard.starting_sequence_number)

@@ -40,6 +40,10 @@ class KinesisStreamSource(StreamSource):
         stream = self.moto.kinesis(self.region).streams.get(self.stream_name)
         return stream if stream is not None and stream.arn == self.stream_arn else None
 
+    def _shard(self, shard_id: str) -> Any:
+        stream = self._stream()
+        return stream.shards.get(shard_id) if stream is not None else None
+
     def describe(self) -> list[ShardInfo] | None:
         stream = self._stream()
         if stream is None:
@@ -63,8 +67,7 @@ class KinesisStreamSource(StreamSource):
         return None
 
     def read(self, shard_id: str, after: int | None, limit: int) -> list[Any]:
-        stream = self._stream()
-        shard = stream.shards.get(shard_id) if stream is not None else None
+        shard = self._shard(shard_id)
         if shard is None:
             return []
         records, _, _ = shard.get_records(str(after or 0), limit)
@@ -88,11 +91,8 @@ class KinesisStreamSource(StreamSource):
             return default_role(function_arn)
 
     def count_after(self, shard_id: str, after: int | None) -> int:
-        stream = self._stream()
-        shard = stream.shards.get(shard_id) if stream is not None else None
+        shard = self._shard(shard_id)
         if shard is None:
             return 0
-        numbers = getattr(shard, "_esjoin_sequence_numbers", None)  # emulator.moto_fixes keeps it sorted
-        if numbers is None:
-            return sum(1 for number in shard.records if number > (after or 0))
+        numbers = shard._esjoin_sequence_numbers  # emulator.moto_fixes keeps it sorted
         return len(numbers) - bisect.bisect_right(numbers, after or 0)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,8 +57,9 @@ class SqsPoller(Poller):
     def __init__(self, mapping: Any, context: PollerContext) -> None:
         super().__init__(mapping, context)
         self.queue_arn = mapping.event_source_arn
-        self.queue_name = self.queue_arn.split(":")[5]
-        self._gathering: list[SqsMessage] = []
+        parts = self.queue_arn.split(":")
+        self.region, self.queue_name = parts[3], parts[5]
+        self._gathering: deque[SqsMessage] = deque()
         self._gathering_bytes = 0
         self._gather_started = 0.0
         self._gathering_invisible_until = 0.0
@@ -140,14 +142,7 @@ class SqsPoller(Poller):
                 for message in received]
 
     def _take_batch(self) -> SqsBatch:
-        messages: list[SqsMessage] = []
-        total = 0
-        while self._gathering and len(messages) < self.mapping.batch_size:
-            message = self._gathering[0]
-            if messages and not payloads.fits(total, len(messages), len(message.encoded)):
-                break
-            messages.append(self._gathering.pop(0))
-            total += len(message.encoded)
+        messages, total = payloads.take_batch(self._gathering, self.mapping.batch_size)
         self._gathering_bytes -= total
         return SqsBatch(messages, invisible_until=self._gathering_invisible_until)
 
@@ -190,10 +185,8 @@ class SqsPoller(Poller):
                     "mapping %s: could not invoke %s (%s)", self.mapping.uuid, delivery.function_arn,
                     outcome.error)
         else:
-            why = outcome.detail or (outcome.result.error_document().get("errorMessage", "")
-                                     if outcome.result else "")
             log.info("mapping %s: batch of %d messages failed (%s: %s); they return after the visibility "
-                     "timeout", self.mapping.uuid, len(batch.messages), outcome.kind.value, why)
+                     "timeout", self.mapping.uuid, len(batch.messages), outcome.kind.value, outcome.reason)
 
     def _delete(self, messages: list[SqsMessage]) -> None:
         if not messages:
@@ -209,8 +202,8 @@ class SqsPoller(Poller):
 
     def release(self) -> None:
         """Make gathered (received, never delivered) messages visible again at once."""
-        messages = self._gathering + [m for batch in self._retrying for m in batch.messages]
-        self._gathering, self._gathering_bytes, self._retrying = [], 0, []
+        messages = [*self._gathering, *(m for batch in self._retrying for m in batch.messages)]
+        self._gathering, self._gathering_bytes, self._retrying = deque(), 0, []
         if not messages:
             return
         with self.context.moto.lock():

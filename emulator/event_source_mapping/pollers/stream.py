@@ -68,7 +68,7 @@ from emulator.lambda_service.invocation import InvocationOrigin, InvocationResul
 
 log = logging.getLogger("esjoin.esm.stream")
 
-GET_RECORDS_LIMIT = 10000  # Kinesis GetRecords and DynamoDB Streams both cap a read here (1000 for DDB)
+GET_RECORDS_LIMIT = 10000  # Kinesis GetRecords returns at most this many (DynamoDB Streams: its max_read)
 
 
 # -- what a source provides ----------------------------------------------------------------------
@@ -470,14 +470,7 @@ class StreamPoller(Poller):
         window_over = window <= 0 or now >= (lane.window_started or now) + window
         if not (full or window_over or shard.exhausted):
             return None
-        records: list[StreamRecord] = []
-        total = 0
-        while lane.pending and len(records) < size:
-            record = lane.pending[0]
-            if records and not payloads.fits(total, len(records), len(record.encoded)):
-                break
-            records.append(lane.pending.popleft())
-            total += len(record.encoded)
+        records, total = payloads.take_batch(lane.pending, size)
         lane.pending_bytes -= total
         lane.window_started = now if lane.pending else None
         batch = StreamBatch(shard.shard_id, index, records)
@@ -569,8 +562,6 @@ class StreamPoller(Poller):
         batch.retries += 1
         batch.failures_in_a_row += 1
         limit = self.mapping.maximum_retry_attempts
-        why = outcome.detail or (outcome.result.error_document().get("errorMessage", "")
-                                 if outcome.result else "")
         if limit != -1 and batch.retries > limit:
             self._discard(shard, lane, batch, RETRY_ATTEMPTS_EXHAUSTED, now)
             self._check_finished(shard)
@@ -578,7 +569,7 @@ class StreamPoller(Poller):
         batch.not_before = now + self.context.timing.backoff(batch.failures_in_a_row)
         log.info("mapping %s: batch %s..%s of %s failed (%s: %s); retry %d in %.2f s", self.mapping.uuid,
                  batch.records[0].sequence_number, batch.records[-1].sequence_number, shard.shard_id,
-                 outcome.kind.value, why, batch.retries, batch.not_before - now)
+                 outcome.kind.value, outcome.reason, batch.retries, batch.not_before - now)
 
     def _discard(self, shard: Shard, lane: Lane, batch: StreamBatch, condition: str, now: float) -> None:
         """The batch is given up: its invocation record goes to the OnFailure destination."""
