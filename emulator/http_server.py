@@ -44,8 +44,10 @@ log = logging.getLogger("esjoin.emulator")
 # Statuses that carry no body and no Content-Length (RFC 9110 sections 8.6, 15.3.5 and 15.4.5).
 _NO_BODY = {204, 304}
 # A header line the email parser reads as `name: value` (its headerRE, without the folding and
-# "From " cases, which take the parser's own path).
-_PLAIN_HEADER = re.compile(r"^([\x21-\x39\x3b-\x7e]+):[ \t]*(.*?)[\r\n]*$", re.DOTALL)
+# "From " cases, which take the parser's own path). A CR anywhere but at the end also takes that
+# path: the email parser ends a line at a bare CR, and a line that is then neither a header nor a
+# continuation ends the header block there.
+_PLAIN_HEADER = re.compile(r"^([\x21-\x39\x3b-\x7e]+):[ \t]*([^\r\n]*)\r?\n?$")
 
 
 class KeepAliveRequestHandler(WSGIRequestHandler):

@@ -37,14 +37,42 @@ from __future__ import annotations
 import base64
 import copy
 import functools
+import inspect
 import string
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 REQUEST_ID_CHARACTERS = string.ascii_letters + string.digits  # moto's get_random_string pool
 ITEM_SIZE_LIMIT = 405000  # moto's LimitedSizeDict limit, in bytes
 
 _local = threading.local()
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """One thing `apply()` replaced: `owner.name` (`owner[name]` when owner is a dict) and moto's own
+    value there (MISSING: the dict had no such entry). Kept so the tests can compare each patch's
+    answers with moto's own code (tests/emulator/test_speed_equivalence.py)."""
+
+    owner: Any
+    name: str
+    original: Any
+
+
+MISSING = object()
+REPLACED: list[Replaced] = []  # in the order apply() replaced them; the first record of a name wins
+
+
+def _replace(owner: Any, name: str, value: Any) -> None:
+    if isinstance(owner, dict):
+        original = owner.get(name, MISSING)
+        owner[name] = value
+    else:
+        original = inspect.getattr_static(owner, name)  # the descriptor itself (a property, a function)
+        setattr(owner, name, value)
+    if not any(entry.owner is owner and entry.name == name for entry in REPLACED):
+        REPLACED.append(Replaced(owner, name, original))
 
 
 def apply() -> None:
@@ -63,8 +91,9 @@ def _patch_every_request() -> None:
     from moto.core import responses
 
     # Callers only test membership (`action in method_names`); the shared list is never changed.
-    responses.method_names_from_class = functools.lru_cache(maxsize=None)(responses.method_names_from_class)
-    responses.gen_amzn_requestid_long = request_id
+    _replace(responses, "method_names_from_class",
+             functools.lru_cache(maxsize=None)(responses.method_names_from_class))
+    _replace(responses, "gen_amzn_requestid_long", request_id)
 
 
 def request_id(headerdict: dict[str, Any] | None = None) -> str:
@@ -106,7 +135,7 @@ def _patch_dynamodb_responses() -> None:
             return value
         return generic_to_dict(value)  # datetimes, objects with to_json, subclasses
 
-    responses.dynamo_to_dict = dynamo_to_dict  # what DynamoResult converts results with
+    _replace(responses, "dynamo_to_dict", dynamo_to_dict)  # what DynamoResult converts results with
 
     class AttributeValueJSONSerializer(serialize.JSONSerializer):
         """moto's JSON serializer; AttributeValues (and maps and lists of them) written directly."""
@@ -132,7 +161,7 @@ def _patch_dynamodb_responses() -> None:
             super()._serialize_type_list(serialized, value, shape, key)
 
     for service in ("dynamodb", "dynamodbstreams"):
-        serialize.SERVICE_SPECIFIC_SERIALIZERS.setdefault(service, {})["json"] = AttributeValueJSONSerializer
+        _replace(serialize.SERVICE_SPECIFIC_SERIALIZERS.setdefault(service, {}), "json", AttributeValueJSONSerializer)
 
 
 def _is_attribute_map(shape: Any) -> bool:
@@ -219,7 +248,7 @@ def _patch_json_requests() -> None:
                     parsed[name] = raw
             return parsed
 
-    parse.PROTOCOL_PARSERS["json"] = AttributeValueJSONParser
+    _replace(parse.PROTOCOL_PARSERS, "json", AttributeValueJSONParser)
 
 
 def _is_dynamodb_attribute_value(shape: Any) -> bool:
@@ -247,8 +276,8 @@ def _patch_dynamodb_query() -> None:
         finally:
             _local.query_response = False
 
-    table.copy = _CopyUnlessQueryResponse()
-    DynamoHandler.query = query_action
+    _replace(table, "copy", _CopyUnlessQueryResponse())
+    _replace(DynamoHandler, "query", query_action)
 
 
 class _CopyUnlessQueryResponse:
@@ -287,7 +316,7 @@ def _patch_dynamodb_items() -> None:
                 raise ItemSizeTooLarge
             dict.__setitem__(self.attrs, key, typed)
 
-    Item.__init__ = item_init
+    _replace(Item, "__init__", item_init)
 
 
 # -- SQS ---------------------------------------------------------------------------------------------
@@ -315,7 +344,7 @@ def _patch_sqs() -> None:
         now = unix_time_millis()
         return sum(1 for m in self._messages if not now > m.visible_at)
 
-    SQSBackend.is_message_valid_based_on_retention_period = is_message_valid_based_on_retention_period
-    Queue.messages = property(messages)
-    Queue.approximate_number_of_messages_delayed = property(number_delayed)
-    Queue.approximate_number_of_messages_not_visible = property(number_not_visible)
+    _replace(SQSBackend, "is_message_valid_based_on_retention_period", is_message_valid_based_on_retention_period)
+    _replace(Queue, "messages", property(messages))
+    _replace(Queue, "approximate_number_of_messages_delayed", property(number_delayed))
+    _replace(Queue, "approximate_number_of_messages_not_visible", property(number_not_visible))
