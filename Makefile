@@ -20,7 +20,7 @@ TEST_BACKEND := $(BACKEND)
 TEST_ENV :=
 endif
 
-.PHONY: help install up down status logs demo test test-unit test-emulator test-integration compose-tool bench lint clean
+.PHONY: help install up down status logs demo test test-unit test-emulator test-integration compose-tool aws-cli-v2 bench lint clean
 
 help:
 	@echo "make up                 install, start the embedded endpoint, bootstrap the stack, print outputs"
@@ -83,7 +83,16 @@ compose-tool:
 	    apt-get install -y -q docker-compose >/dev/null; } || echo "could not install docker-compose; the compose check will skip"; \
 	else echo "no compose tool and no root + apt-get to install one: the compose check will skip"; fi
 
-test: lint compose-tool test-unit test-emulator test-integration
+# tests/emulator/test_endpoint_cli.py runs `aws logs tail` (an AWS CLI v2 command; .venv has v1) with
+# Debian 12's awscli 2.9 when it is there or can be installed (root + apt-get); it skips otherwise.
+aws-cli-v2:
+	@if [ -x /usr/bin/aws ] && /usr/bin/aws --version 2>/dev/null | grep -q '^aws-cli/2'; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-cache show awscli 2>/dev/null | grep -q '^Version: 2'; then \
+	  echo "installing awscli v2 (Debian) for the aws logs tail test"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q awscli >/dev/null || echo "could not install awscli; the aws logs tail test will skip"; \
+	else echo "no AWS CLI v2 and no Debian package to install: the aws logs tail test will skip"; fi
+
+test: lint compose-tool aws-cli-v2 test-unit test-emulator test-integration
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -1,7 +1,9 @@
 """The AWS CLI (awscli v1, a dev dependency, run as a subprocess) works against the endpoint unchanged.
 
 `aws logs tail` exists only in AWS CLI v2 (awscli v1 answers "Invalid choice"); with v1 the function's
-output is read with `aws logs filter-log-events`, which v2 has too.
+output is read with `aws logs filter-log-events`, which v2 has too. `aws logs tail` itself is run with
+an AWS CLI v2 when one is found (ESJOIN_AWS_CLI_V2, else `aws` on PATH or /usr/bin/aws reporting
+aws-cli/2; `make test` installs Debian's awscli 2.9 when it can), and skipped otherwise.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,15 +35,32 @@ AWS = Path(sys.executable).with_name("aws")
 pytestmark = pytest.mark.skipif(not AWS.exists(), reason=f"the AWS CLI is not installed at {AWS} (pip install awscli)")
 
 
-def aws(endpoint: Endpoint, *arguments: str, cwd: Path | None = None) -> Any:
-    """Run `aws <arguments> --endpoint-url ...` with dummy credentials; returns its JSON output."""
+def cli_environment() -> dict[str, str]:
+    """This process's environment without its AWS settings, with dummy credentials and no config files."""
     environment = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
     environment.update({"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": REGION,
-                        "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull})
+                        "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_PAGER": ""})
+    return environment
+
+
+def aws(endpoint: Endpoint, *arguments: str, cwd: Path | None = None) -> Any:
+    """Run `aws <arguments> --endpoint-url ...` with dummy credentials; returns its JSON output."""
     finished = subprocess.run([str(AWS), *arguments, "--endpoint-url", endpoint.url, "--output", "json"],
-                              env=environment, cwd=cwd, capture_output=True, text=True, timeout=60)
+                              env=cli_environment(), cwd=cwd, capture_output=True, text=True, timeout=60)
     assert finished.returncode == 0, f"aws {' '.join(arguments)}: {finished.stderr}"
     return json.loads(finished.stdout) if finished.stdout.strip() else None
+
+
+def aws_cli_v2() -> str | None:
+    """The path of an AWS CLI v2, or None: ESJOIN_AWS_CLI_V2, else `aws` on PATH, else /usr/bin/aws."""
+    candidates = [os.environ.get("ESJOIN_AWS_CLI_V2"), shutil.which("aws"), "/usr/bin/aws"]
+    for candidate in filter(None, candidates):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            version = subprocess.run([candidate, "--version"], env=cli_environment(), capture_output=True,
+                                     text=True, timeout=30).stdout
+            if version.startswith("aws-cli/2."):
+                return candidate
+    return None
 
 
 def test_the_cli_creates_and_uses_a_kinesis_stream(endpoint: Endpoint) -> None:
@@ -114,3 +134,33 @@ def test_the_cli_deploys_a_function_maps_a_table_stream_to_it_and_reads_its_logs
             for existing in lambda_client.list_event_source_mappings(FunctionName=function)["EventSourceMappings"]:
                 lambda_client.delete_event_source_mapping(UUID=existing["UUID"])
             lambda_client.delete_function(FunctionName=function)
+
+
+TAILED_FUNCTION = """
+    def handler(event, context):
+        print("tail me", event["n"])
+        return event["n"]
+"""
+
+
+def test_aws_logs_tail_shows_a_function_s_output_with_cli_v2(endpoint: Endpoint, functions: Any) -> None:
+    """The issue's check as written: `aws logs tail /aws/lambda/<fn>` (CLI v2) prints the output."""
+    cli = aws_cli_v2()
+    if cli is None:
+        pytest.skip("no AWS CLI v2 found (ESJOIN_AWS_CLI_V2, PATH, /usr/bin/aws); apt-get install awscli on Debian 12")
+    function = functions.create(TAILED_FUNCTION)
+    for number in (1, 2):
+        assert functions.invoke(function, {"n": number})[1] == number
+
+    def both_outputs_tailed() -> str:
+        finished = subprocess.run([cli, "logs", "tail", f"/aws/lambda/{function}", "--since", "1h",
+                                   "--format", "short", "--endpoint-url", endpoint.url],
+                                  env=cli_environment(), capture_output=True, text=True, timeout=60)
+        assert finished.returncode == 0, f"aws logs tail: {finished.stderr}"
+        assert finished.stdout.count("tail me") == 2, finished.stdout
+        return finished.stdout
+
+    output = wait_until(both_outputs_tailed, "both invocations' output in `aws logs tail`")
+    lines = output.splitlines()
+    assert [line.split(" ", 1)[1] for line in lines if "tail me" in line] == ["tail me 1", "tail me 2"], output
+    assert sum(" START RequestId: " in f" {line}" for line in lines) == 2, output
