@@ -118,6 +118,7 @@ def test_a_fault_matches_decoded_kinesis_data_in_a_mapping_delivered_event(
     recorder.wait_records(1)
     put(kinesis, stream, {"user": "user-42", "n": 2})
     recorder.wait_records(2)
+    wait_until(control.quiescent, "quiescence")  # the probe stores records before its invocation ends
 
     history = recorder.history()
     assert [(r["injectedFault"], r["outcome"], r["attempt"]) for r in history] == [

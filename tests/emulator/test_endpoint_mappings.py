@@ -49,7 +49,8 @@ def queue_counts(sqs: Any, url: str) -> tuple[int, int]:
 # -- delivery and event shapes -------------------------------------------------------------------------
 
 
-def test_kinesis_records_are_delivered_in_aws_shape(probe: Any, lambda_client: Any, kinesis: Any) -> None:
+def test_kinesis_records_are_delivered_in_aws_shape(probe: Any, lambda_client: Any, kinesis: Any,
+                                                   control: Control) -> None:
     recorder: Probe = probe()
     stream, stream_arn = create_stream(kinesis, shards=2)
     mapping = lambda_client.create_event_source_mapping(FunctionName=recorder.name, EventSourceArn=stream_arn,
@@ -87,6 +88,7 @@ def test_kinesis_records_are_delivered_in_aws_shape(probe: Any, lambda_client: A
     for shard in {r["eventID"].split(":")[0] for r in records}:
         numbers = [int(r["kinesis"]["sequenceNumber"]) for r in records if r["eventID"].startswith(shard)]
         assert numbers == sorted(numbers), f"shard {shard} delivered out of order"
+    wait_until(control.quiescent, "quiescence")  # the probe stores records before its invocation ends
     history = recorder.history()
     assert sorted(i for r in history for i in r["batchIds"]) == sorted(puts)
     assert {(r["invocationType"], r["source"], r["mapping"]) for r in history} == {
@@ -409,4 +411,5 @@ def test_when_retries_run_out_the_on_failure_queue_gets_awss_record(
         failed["ShardId"], failed["SequenceNumber"], failed["SequenceNumber"])
     assert (batch["batchSize"], batch["streamArn"]) == (1, stream_arn)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", batch["approximateArrivalOfFirstRecord"])
+    wait_until(control.quiescent, "quiescence")  # the probe stores records before its invocation ends
     assert [r["outcome"] for r in recorder.history()] == ["error", "error", "success"]
