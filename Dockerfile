@@ -2,8 +2,11 @@
 # (`make up BACKEND=emulator-container`; README.md, "Backends"). One port, 4566, bound to every interface
 # inside the container; compose publishes it on the host's 127.0.0.1 only.
 
-# A tag that names one Python release (append @sha256:<digest> to pin the bytes as well).
-FROM python:3.11.13-slim-bookworm
+# A tag that names one Python release (append @sha256:<digest> to pin the bytes as well). Another
+# base with `python` and `pip` on PATH (a mirror's copy, or docker/offline-base.sh's stand-in where
+# Docker Hub is out of reach): --build-arg PYTHON_IMAGE=..., or ESJOIN_PYTHON_IMAGE for compose.
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+FROM ${PYTHON_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
