@@ -13,6 +13,7 @@ import uuid as uuid_module
 from dataclasses import dataclass, field
 from typing import Any
 
+from emulator.event_source_mapping.filters import FilterCriteriaError, RecordFilter, compile_criteria
 from emulator.lambda_service.invocation import LambdaServiceError
 
 KINESIS = "kinesis"
@@ -90,6 +91,11 @@ class EventSourceMapping:
     def reports_batch_item_failures(self) -> bool:
         return REPORT_BATCH_ITEM_FAILURES in self.function_response_types
 
+    @property
+    def record_filter(self) -> RecordFilter:
+        """FilterCriteria, compiled (cached): which records the pollers send to the function."""
+        return compile_criteria(self.source, self.filter_criteria)
+
     # -- construction and update, from API parameters ------------------------------------------
 
     @classmethod
@@ -146,8 +152,13 @@ class EventSourceMapping:
                 raise _invalid(f"FunctionResponseTypes may only contain {REPORT_BATCH_ITEM_FAILURES}, "
                                f"not {types}")
             self.function_response_types = types
-        if "FilterCriteria" in params:
-            self.filter_criteria = params["FilterCriteria"] or None
+        if "FilterCriteria" in params:  # {} (or no Filters) removes the filters, as on AWS
+            criteria = params["FilterCriteria"] or None
+            try:
+                compile_criteria(self.source, criteria)
+            except FilterCriteriaError as error:
+                raise _invalid(str(error)) from None
+            self.filter_criteria = criteria if criteria and criteria.get("Filters") else None
         self.last_modified = time.time()
 
     def _apply_sqs(self, params: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import deque
@@ -68,6 +69,7 @@ class SqsPoller(Poller):
         self._next_due: float | None = None  # the next invisible or delayed message's return
         self._source_missing = False
         self._next_look = 0.0
+        self._filtered_out = 0  # messages FilterCriteria discarded (deleted, never delivered)
 
     @property
     def concurrency(self) -> int:
@@ -97,7 +99,7 @@ class SqsPoller(Poller):
                 if received is None:
                     return
                 drained = len(received) < wanted
-                for message in received:
+                for message in self._discard_filtered_out(received):
                     if not self._gathering:
                         self._gather_started = now
                     self._gathering.append(message)
@@ -140,6 +142,22 @@ class SqsPoller(Poller):
                            encoded=payloads.encode(payloads.sqs_record(
                                message, queue_arn=self.queue_arn, region=self.region, fifo=fifo)))
                 for message in received]
+
+    def _discard_filtered_out(self, received: list[SqsMessage]) -> list[SqsMessage]:
+        """The messages FilterCriteria accepts; the others are deleted, as AWS deletes them."""
+        record_filter = self.mapping.record_filter
+        if not record_filter.active:
+            return received
+        kept: list[SqsMessage] = []
+        discarded: list[SqsMessage] = []
+        for message in received:
+            (kept if record_filter.accepts(json.loads(message.encoded)) else discarded).append(message)
+        if discarded:
+            self._delete(discarded)
+            self._filtered_out += len(discarded)
+            log.debug("mapping %s: %d messages did not match FilterCriteria: deleted", self.mapping.uuid,
+                      len(discarded))
+        return kept
 
     def _take_batch(self) -> SqsBatch:
         messages, total = payloads.take_batch(self._gathering, self.mapping.batch_size)
@@ -258,6 +276,7 @@ class SqsPoller(Poller):
             "retryingBatches": [{"messages": len(b.messages), "attempt": b.failures_in_a_row + 1}
                                 for b in self._retrying],
             "concurrency": self.concurrency,
+            "filteredOut": self._filtered_out,
             "nextMessageDueIn": (None if self._next_due is None
                                  else round(max(0.0, self._next_due - time.time()), 3)),
         }

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import json
 import logging
 import time
 from collections import deque
@@ -265,6 +266,7 @@ class StreamPoller(Poller):
         self._persisted_at = 0.0  # epoch seconds of the last checkpoint write
         self._rediscover = False
         self._in_flight = 0
+        self._filtered_out = 0  # records FilterCriteria discarded (checkpointed, never delivered)
 
     @property
     def _poll_seconds(self) -> float | None:
@@ -415,11 +417,16 @@ class StreamPoller(Poller):
 
     def _buffer(self, shard: Shard, raws: list[Any], now: float) -> None:
         self._resize_lanes(shard)
+        record_filter = self.mapping.record_filter
         for raw in raws:
             record = self.source.to_record(shard.shard_id, raw, self.mapping.function_arn)
             if not shard.progress.on_read(record.sequence_number):
                 self._checkpoint_dirty = True
                 continue  # done before a restart
+            if record_filter.active and not record_filter.accepts(json.loads(record.encoded)):
+                self._finish(shard, [record])  # discarded: the checkpoint moves past it, as on AWS
+                self._filtered_out += 1
+                continue
             lane = shard.lanes[payloads.lane_hash(record.lane_key) % len(shard.lanes)]
             lane.add(record, now)
         self._check_finished(shard)
@@ -706,4 +713,4 @@ class StreamPoller(Poller):
                 } for lane in shard.lanes],
             }
         return {"sourceMissing": self._source_missing, "shards": shards,
-                "lag": sum(lag or 0 for lag in lags.values())}
+                "lag": sum(lag or 0 for lag in lags.values()), "filteredOut": self._filtered_out}
