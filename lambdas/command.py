@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lambdas.batching import bounded_batches
 from lambdas.clients import aws_client
 from lambdas.events import EVENT_TYPES, ORDER_SUBMITTED, USER_CREATED, InvalidEvent, parse_event
 from lambdas.logs import log
@@ -118,19 +119,8 @@ def to_records(events: Sequence[dict[str, Any]]) -> list[OutgoingRecord]:
 
 def chunks(records: Sequence[OutgoingRecord]) -> list[list[OutgoingRecord]]:
     """PutRecords calls: at most 500 records and 5 MiB each."""
-    result: list[list[OutgoingRecord]] = []
-    current: list[OutgoingRecord] = []
-    size = 0
-    for record in records:
-        record_size = len(record.data) + len(record.partition_key.encode("utf-8"))
-        if current and (len(current) == PUT_RECORDS_LIMIT or size + record_size > PUT_RECORDS_MAX_BYTES):
-            result.append(current)
-            current, size = [], 0
-        current.append(record)
-        size += record_size
-    if current:
-        result.append(current)
-    return result
+    return bounded_batches(records, PUT_RECORDS_LIMIT, PUT_RECORDS_MAX_BYTES,
+                           lambda record: len(record.data) + len(record.partition_key.encode("utf-8")))
 
 
 # ---------------------------------------------------------------------------------------------

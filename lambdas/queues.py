@@ -16,6 +16,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from lambdas.batching import bounded_batches
 from lambdas.clients import aws_client
 from lambdas.retry import Backoff
 
@@ -51,19 +52,7 @@ def _size(message: OutgoingMessage) -> int:
 
 def send_batches(messages: Sequence[OutgoingMessage]) -> list[list[OutgoingMessage]]:
     """SendMessageBatch calls: at most 10 entries and 256 KiB each, in the given order."""
-    batches: list[list[OutgoingMessage]] = []
-    current: list[OutgoingMessage] = []
-    current_size = 0
-    for message in messages:
-        size = _size(message)
-        if current and (len(current) == SEND_BATCH_LIMIT or current_size + size > MAX_PAYLOAD_BYTES):
-            batches.append(current)
-            current, current_size = [], 0
-        current.append(message)
-        current_size += size
-    if current:
-        batches.append(current)
-    return batches
+    return bounded_batches(messages, SEND_BATCH_LIMIT, MAX_PAYLOAD_BYTES, _size)
 
 
 class Queues:
