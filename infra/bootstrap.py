@@ -52,12 +52,8 @@ def apply(
 ) -> Outputs:
     """Make ``target`` match ``stack``; returns (and writes, unless ``outputs_path`` is None) the
     outputs, whose ``changes`` and ``summary`` say what was created, updated or left unchanged."""
-    target = _target(stack, target)
-    provisioner = Provisioner(stack, target, target.clients(), timeout=timeout, lambdas_dir=lambdas_dir)
-    outputs = provisioner.run()
-    if outputs_path is not None:
-        outputs.write(outputs_path)
-    return outputs
+    return _provision(stack, target, check=False, outputs_path=outputs_path, timeout=timeout,
+                      lambdas_dir=lambdas_dir)
 
 
 def read_outputs(
@@ -70,11 +66,16 @@ def read_outputs(
 ) -> Outputs:
     """The outputs of a deployed stage, read from the endpoint without changing anything. Raises
     NotDeployed if a resource is missing; differences from the stack appear as ``drifted``."""
+    return _provision(stack, target, check=True, outputs_path=outputs_path, timeout=timeout,
+                      lambdas_dir=lambdas_dir)
+
+
+def _provision(stack: Stack, target: Target | str, *, check: bool, outputs_path: Path | None, timeout: float,
+               lambdas_dir: Path | None) -> Outputs:
+    """Run the provisioner (check=True: read and compare only) and write the outputs if asked to."""
     target = _target(stack, target)
-    provisioner = Provisioner(
-        stack, target, target.clients(), check=True, timeout=timeout, lambdas_dir=lambdas_dir
-    )
-    outputs = provisioner.run()
+    outputs = Provisioner(stack, target, target.clients(), check=check, timeout=timeout,
+                          lambdas_dir=lambdas_dir).run()
     if outputs_path is not None:
         outputs.write(outputs_path)
     return outputs

@@ -268,19 +268,17 @@ class Provisioner:
                 return None
             raise
 
+    def _wait_gone(self, what: str, describe: Callable[[], Any]) -> None:
+        """Wait until a resource being deleted (a teardown just ran) is gone: its name is free only then."""
+        wait_for(describe, ready=lambda found: found is None, what=what, state=lambda found: "DELETING",
+                 timeout=self.timeout)
+
     def ensure_stream(self) -> None:
         kinesis, spec = self.clients.kinesis, self.stack.stream
         with self._context("stream", spec.name):
             summary = self._describe_stream()
             if summary is not None and summary.get("StreamStatus") == "DELETING":
-                # A teardown just ran: the name is free only once the stream is gone.
-                wait_for(
-                    self._describe_stream,
-                    ready=lambda s: s is None,
-                    what=f"stream {spec.name}",
-                    state=lambda s: "DELETING",
-                    timeout=self.timeout,
-                )
+                self._wait_gone(f"stream {spec.name}", self._describe_stream)
                 summary = None
             if summary is None:
                 self._must_create("stream", spec.name)
@@ -335,13 +333,7 @@ class Provisioner:
             with self._context("table", spec.name):
                 table = self._describe_table(spec.name)
                 if table is not None and table.get("TableStatus") == "DELETING":
-                    wait_for(
-                        lambda n=spec.name: self._describe_table(n),
-                        ready=lambda t: t is None,
-                        what=f"table {spec.name}",
-                        state=lambda t: "DELETING",
-                        timeout=self.timeout,
-                    )
+                    self._wait_gone(f"table {spec.name}", lambda n=spec.name: self._describe_table(n))
                     table = None
                 if table is None:
                     self._must_create("table", spec.name)
