@@ -25,6 +25,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,30 +208,29 @@ class SqsPoller(Poller):
                      "timeout", self.mapping.uuid, len(batch.messages), outcome.kind.value, outcome.reason)
 
     def _delete(self, messages: list[SqsMessage]) -> None:
-        if not messages:
-            return
-        with self.context.moto.lock():
-            backend = self.context.moto.sqs(self.region)
-            for message in messages:
-                try:
-                    backend.delete_message(self.queue_name, message.receipt_handle)
-                except Exception as error:  # deleted queue, purged or redriven message: nothing to delete
-                    log.debug("mapping %s: delete of %s failed: %r", self.mapping.uuid, message.message_id,
-                              error)
+        self._for_each_receipt(messages, "delete", lambda backend, handle: backend.delete_message(
+            self.queue_name, handle))
 
     def release(self) -> None:
         """Make gathered (received, never delivered) messages visible again at once."""
         messages = [*self._gathering, *(m for batch in self._retrying for m in batch.messages)]
         self._gathering, self._gathering_bytes, self._retrying = deque(), 0, []
+        self._for_each_receipt(messages, "release", lambda backend, handle: backend.change_message_visibility(
+            self.queue_name, handle, 0))
+
+    def _for_each_receipt(self, messages: list[SqsMessage], what: str,
+                          call: Callable[[Any, str], None]) -> None:
+        """`call(backend, receipt handle)` for each message, under the moto lock. A failure only skips
+        its message: a deleted queue, a purged or redriven message leaves nothing to act on."""
         if not messages:
             return
         with self.context.moto.lock():
             backend = self.context.moto.sqs(self.region)
             for message in messages:
                 try:
-                    backend.change_message_visibility(self.queue_name, message.receipt_handle, 0)
+                    call(backend, message.receipt_handle)
                 except Exception as error:
-                    log.debug("mapping %s: releasing %s failed: %r", self.mapping.uuid, message.message_id,
+                    log.debug("mapping %s: %s of %s failed: %r", self.mapping.uuid, what, message.message_id,
                               error)
 
     # -- the worker's questions --------------------------------------------------------------
