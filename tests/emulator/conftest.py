@@ -1,4 +1,5 @@
-"""Fixtures for the endpoint's black-box tests (tests/emulator/test_endpoint_*.py).
+"""Fixtures for the endpoint's black-box tests (tests/emulator/test_endpoint_*.py), and `harness`
+for the mapping engine's in-process tests (tests/emulator/test_esm_*.py; helpers in test_esm_support.py).
 
 One endpoint per test module, started in this process on a free port (`endpoint`), boto3 clients
 for it with dummy credentials, the control API, a function factory that deletes what it created, and
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +31,7 @@ from test_endpoint_support import (
     unique,
     wait_until,
 )
+from test_esm_support import EngineHarness
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +122,11 @@ def probe(functions: Functions, probe_table: str, dynamodb: Any, control: Contro
         return Probe(name, arn, probe_table, dynamodb, control)
 
     return make
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[EngineHarness]:
+    """The mapping engine on the shared moto backends with a scripted function; closed afterwards."""
+    harness = EngineHarness(tmp_path)
+    yield harness
+    harness.close()

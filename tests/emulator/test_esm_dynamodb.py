@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from aws_lambda_powertools.utilities.parser.models import (
     DynamoDBStreamLambdaOnFailureDestinationModel,
     DynamoDBStreamModel,
@@ -28,13 +25,6 @@ from test_esm_support import (
 )
 
 from emulator.event_source_mapping.payloads import lane_hash
-
-
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[EngineHarness]:
-    harness = EngineHarness(tmp_path)
-    yield harness
-    harness.close()
 
 
 def test_changes_arrive_in_order_as_aws_dynamodb_stream_events(harness: EngineHarness) -> None:

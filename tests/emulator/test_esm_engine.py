@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,13 +25,6 @@ from test_esm_support import (
 )
 
 from emulator.lambda_service.invocation import LambdaServiceError
-
-
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[EngineHarness]:
-    harness = EngineHarness(tmp_path)
-    yield harness
-    harness.close()
 
 
 def write(harness: EngineHarness, stream: str, numbers: range, keys: int = 3) -> None:

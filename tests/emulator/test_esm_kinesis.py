@@ -8,8 +8,6 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from aws_lambda_powertools.utilities.parser.models import KinesisDataStreamModel
@@ -35,13 +33,6 @@ from test_esm_support import (
 from emulator.event_source_mapping.engine import EventSourceMappingEngine
 from emulator.event_source_mapping.payloads import lane_hash
 from emulator.lambda_service.invocation import LambdaServiceError
-
-
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[EngineHarness]:
-    harness = EngineHarness(tmp_path)
-    yield harness
-    harness.close()
 
 
 def write(harness: EngineHarness, stream: str, items: list[tuple[str, int]]) -> list[str]:

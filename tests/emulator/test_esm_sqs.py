@@ -4,10 +4,7 @@ partial batch responses, FIFO groups, concurrency, delayed messages."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from aws_lambda_powertools.utilities.parser.models import SqsModel
 from test_esm_support import (
     REGION,
@@ -21,13 +18,6 @@ from test_esm_support import (
     queue_name,
     send_message,
 )
-
-
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[EngineHarness]:
-    harness = EngineHarness(tmp_path)
-    yield harness
-    harness.close()
 
 
 def test_messages_arrive_as_aws_sqs_events_and_are_deleted(harness: EngineHarness) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import random
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from test_esm_support import (
@@ -22,13 +20,6 @@ from test_esm_support import (
 )
 
 from emulator.lambda_service.invocation import InvocationResult, LambdaServiceError
-
-
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[EngineHarness]:
-    harness = EngineHarness(tmp_path)
-    yield harness
-    harness.close()
 
 
 class ChaoticFunction:
