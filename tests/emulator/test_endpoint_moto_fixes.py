@@ -13,32 +13,28 @@ from test_endpoint_support import Endpoint, create_stream, create_table, wait_un
 HALF_HASH = 2**127  # splits the 128-bit hash key space in two
 
 
-def stream_records(streams: Any, arn: str) -> list[dict[str, Any]]:
-    """Every record in a DynamoDB stream, read from TRIM_HORIZON on each shard."""
-    records: list[dict[str, Any]] = []
-    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
-        iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"],
-                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-        while iterator:
-            page = streams.get_records(ShardIterator=iterator)
-            records += page["Records"]
-            if not page["Records"]:
-                break
-            iterator = page.get("NextShardIterator")
-    return records
-
-
-def shard_records(kinesis: Any, stream: str, shard_id: str) -> list[dict[str, Any]]:
-    iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard_id,
-                                          ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+def read_to_end(client: Any, iterator: str | None) -> list[dict[str, Any]]:
+    """GetRecords from `iterator` until a page comes back empty (Kinesis and DynamoDB Streams alike)."""
     records: list[dict[str, Any]] = []
     while iterator:
-        page = kinesis.get_records(ShardIterator=iterator)
+        page = client.get_records(ShardIterator=iterator)
         records += page["Records"]
         if not page["Records"]:
             break
         iterator = page.get("NextShardIterator")
     return records
+
+
+def stream_records(streams: Any, arn: str) -> list[dict[str, Any]]:
+    """Every record in a DynamoDB stream, read from TRIM_HORIZON on each shard."""
+    return [record for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
+            for record in read_to_end(streams, streams.get_shard_iterator(
+                StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")["ShardIterator"])]
+
+
+def shard_records(kinesis: Any, stream: str, shard_id: str) -> list[dict[str, Any]]:
+    return read_to_end(kinesis, kinesis.get_shard_iterator(StreamName=stream, ShardId=shard_id,
+                                                           ShardIteratorType="TRIM_HORIZON")["ShardIterator"])
 
 
 # -- DynamoDB Streams -----------------------------------------------------------------------------------
