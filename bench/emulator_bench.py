@@ -29,7 +29,7 @@ from typing import Any
 
 from bench.endpoints import REPO_ROOT, EmbeddedEndpoint, RawMotoServer, client
 from bench.probes import COUNTER, HOP1, HOP2, ProbeResources, count_items, scan_items, wait_for
-from bench.report import Measurement, PartReport, load_average, markdown_table, spread, summary_ms
+from bench.report import Measurement, PartReport, load_average, markdown_table, paced, spread, summary_ms
 from harness.control import ControlClient
 from harness.pipeline import PUT_RECORDS_LIMIT
 
@@ -232,11 +232,7 @@ def measure_two_hops(report: PartReport, settings: Settings) -> None:
 
         load_before = load_average()
         started = time.perf_counter()
-        interval = 1.0 / settings.two_hop_rate
-        for i in range(settings.two_hop_records):
-            pause = started + i * interval - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)
+        for i in paced(settings.two_hop_records, settings.two_hop_rate, started):
             put(f"r{i:05d}")
         sent_seconds = time.perf_counter() - started
         total = settings.two_hop_records + 10

@@ -31,7 +31,7 @@ from typing import Any
 
 from bench.cpu import cpu_since, tree_cpu
 from bench.endpoints import REGION, EmbeddedEndpoint
-from bench.report import Measurement, PartReport, load_average, markdown_table, summary_ms
+from bench.report import Measurement, PartReport, load_average, markdown_table, paced, summary_ms
 from harness.backends import EMBEDDED, TIMING, Backend
 from harness.checks import assert_converged, wait_quiescent
 from harness.control import ControlClient
@@ -254,11 +254,7 @@ def measure_latency(report: PartReport, settings: Settings, pipeline: Pipeline, 
     load_before = load_average()
     cpu_before = tree_cpu(endpoint_pid)
     started = time.perf_counter()
-    interval = 1.0 / settings.latency_rate
-    for i in range(settings.latency_events):
-        pause = started + i * interval - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
+    for i in paced(settings.latency_events, settings.latency_rate, started):
         user = i % len(users)
         counts[user] += 1
         event = _next_event(users[user], rng)

@@ -21,7 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,17 @@ def spread(values: Iterable[float]) -> dict[str, float]:
         return {}
     return {"min": round(min(values), 3), "median": round(statistics.median(values), 3),
             "max": round(max(values), 3)}
+
+
+def paced(count: int, per_second: float, started: float) -> Iterator[int]:
+    """0 .. count-1, each yielded no earlier than `started + i / per_second` (time.perf_counter): a
+    steady send rate that catches up after a slow send instead of drifting."""
+    interval = 1.0 / per_second
+    for i in range(count):
+        pause = started + i * interval - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        yield i
 
 
 def load_average() -> float:
