@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emulator.request_guard import split_names, split_origins
+
 TIMING_FAST = "fast"
 TIMING_AWS = "aws"
 
@@ -42,6 +44,14 @@ class EmulatorConfig:
     """ESJOIN_HISTORY_SIZE: invocations kept by the control API's history."""
     log_level: str = "WARNING"
     """ESJOIN_LOG_LEVEL: the endpoint's own log level (`-v` on the CLI sets INFO)."""
+    allowed_hosts: frozenset[str] = frozenset()
+    """ESJOIN_ALLOWED_HOSTS: host names served besides loopback ones (compose service names), comma-separated."""
+    allowed_origins: frozenset[str] = frozenset()
+    """ESJOIN_ALLOWED_ORIGINS: browser origins allowed to call the endpoint (e.g. http://localhost:3000)."""
+    idle_timeout_seconds: float = 60.0
+    """ESJOIN_IDLE_TIMEOUT_SECONDS: a connection silent this long (idle keep-alive, half-open, slow) is closed."""
+    max_connections: int = 512
+    """ESJOIN_MAX_CONNECTIONS: open client connections at once (one thread each); more are closed at once."""
 
     _ENV = {
         "host": ("ESJOIN_HOST", str),
@@ -55,6 +65,10 @@ class EmulatorConfig:
         "serialize_writes": ("ESJOIN_SERIALIZE_WRITES", _env_bool),
         "history_size": ("ESJOIN_HISTORY_SIZE", int),
         "log_level": ("ESJOIN_LOG_LEVEL", str),
+        "allowed_hosts": ("ESJOIN_ALLOWED_HOSTS", split_names),
+        "allowed_origins": ("ESJOIN_ALLOWED_ORIGINS", split_origins),
+        "idle_timeout_seconds": ("ESJOIN_IDLE_TIMEOUT_SECONDS", float),
+        "max_connections": ("ESJOIN_MAX_CONNECTIONS", int),
     }
 
     @classmethod
@@ -75,6 +89,8 @@ class EmulatorConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state_dir", Path(self.state_dir))
+        object.__setattr__(self, "allowed_hosts", frozenset(self.allowed_hosts))
+        object.__setattr__(self, "allowed_origins", frozenset(self.allowed_origins))
 
     def validate(self) -> None:
         if self.timing not in (TIMING_FAST, TIMING_AWS):
@@ -83,6 +99,8 @@ class EmulatorConfig:
             raise ValueError(f"ESJOIN_PORT must be a TCP port, not {self.port}")
         if self.lambda_max_concurrency < 1:
             raise ValueError("ESJOIN_LAMBDA_MAX_CONCURRENCY must be at least 1")
+        if self.idle_timeout_seconds <= 0 or self.max_connections < 1:
+            raise ValueError("ESJOIN_IDLE_TIMEOUT_SECONDS and ESJOIN_MAX_CONNECTIONS must be positive")
 
     @property
     def endpoint_url(self) -> str:

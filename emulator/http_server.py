@@ -20,6 +20,13 @@ odd names) still goes through that parser. The Date header is formatted once a s
 
 `EndpointServer.close_connections()` ends the idle keep-alive connections when the endpoint stops,
 so no handler thread outlives it.
+
+Bounds, so no client can hold the endpoint's memory or threads: a `RequestGuard`
+(emulator.request_guard) checks every request's Host, Origin and Content-Length before its body is
+read; a connection silent for `idle_timeout` seconds (idle keep-alive, half-open, a slow sender) is
+closed; at most `max_connections` are open at once (one thread each), further ones are answered 503
+and closed. Every answer the server makes itself (a malformed request line, an exception in the
+application) is AWS-shaped JSON, never an HTML page.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import contextlib
 import email.parser
 import http.client
 import io
+import json
 import logging
 import re
 import socket
@@ -36,11 +44,15 @@ import time
 from http import HTTPStatus
 from typing import Any
 
-from werkzeug.exceptions import InternalServerError
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler, select_address_family
+
+from emulator.aws_errors import AwsError
+from emulator.request_guard import RequestGuard, body_limit
 
 log = logging.getLogger("esjoin.emulator")
 
+DISCARD_LIMIT = 128 * 1024 * 1024
+"""The largest refused body read (and dropped, 64 KiB at a time) so that its sender sees the answer."""
 # Statuses that carry no body and no Content-Length (RFC 9110 sections 8.6, 15.3.5 and 15.4.5).
 _NO_BODY = {204, 304}
 # A header line the email parser reads as `name: value` (its headerRE, without the folding and
@@ -60,6 +72,22 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
 
     def log_error(self, format: str, *args: Any) -> None:
         log.debug("http: " + format, *args)
+
+    def setup(self) -> None:
+        self.timeout = self.server.idle_timeout  # socket timeout: a silent connection ends (handle_one_request)
+        super().setup()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's error page, as AWS-shaped JSON (a malformed request line or header block)."""
+        self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # an unparsable request line: answer in HTTP/1.0 anyway
+            self.request_version = "HTTP/1.0"
+        status = HTTPStatus(code)
+        text = message or status.phrase
+        if explain:
+            text = f"{text}: {explain}"
+        self._send(f"{code} {status.phrase}", [("Content-Type", "application/x-amz-json-1.0")],
+                   json.dumps({"__type": "BadRequest" if code < 500 else "InternalFailure", "message": text}).encode())
 
     def date_time_string(self, timestamp: float | None = None) -> str:
         if timestamp is not None:
@@ -150,15 +178,39 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
             self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.environ = environ = self.make_environ()
         try:
+            self.server.guard.check(environ)
             body = _read_request_body(environ)
+        except AwsError as error:
+            self.close_connection = True  # the body was not read: nothing after it can be parsed
+            if error.status == 413:
+                self._discard_body(environ)
+            self._send(*_rendered(error, environ))
+            return
         except (OSError, ValueError) as error:
             self.close_connection = True  # the body's end is unknown: nothing after it can be parsed
-            self._send("400 BAD REQUEST", [("Content-Type", "text/plain")], f"unreadable body: {error}".encode())
+            self._send(*_rendered(AwsError(400, "ValidationException", f"unreadable body: {error}"), environ))
             return
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         status, headers, payload = self._call_application(environ)
         self._send(status, headers, payload, head=environ["REQUEST_METHOD"] == "HEAD")
+
+    def _discard_body(self, environ: dict[str, Any]) -> None:
+        """Read and drop a refused body of moderate size, so a client that sends it whole before reading
+        (most do) sees the 413 rather than a broken pipe. Past DISCARD_LIMIT (a Content-Length of 10^11, say)
+        the connection is just closed after the answer."""
+        try:
+            remaining = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return
+        if environ.get("wsgi.input_terminated") or remaining > DISCARD_LIMIT:
+            return
+        with contextlib.suppress(OSError):
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 1 << 16))
+                if not chunk:
+                    return
+                remaining -= len(chunk)
 
     def _call_application(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
         response: dict[str, Any] = {}
@@ -180,9 +232,8 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
         except Exception:
             log.exception("error on %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             self.close_connection = True
-            error = InternalServerError()
-            return (f"{error.code} {error.name}", [("Content-Type", "text/html; charset=utf-8")],
-                    error.get_body(environ).encode())
+            return _rendered(AwsError(500, "InternalFailure", "the endpoint failed on this request; its log "
+                                                              "has the details"), environ)
 
     def _send(self, status: str, headers: list[tuple[str, str]], payload: bytes, head: bool = False) -> None:
         """Status line, headers and body in one write."""
@@ -204,10 +255,24 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
         self.flush_headers()
 
 
+def _rendered(error: AwsError, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+    response: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        response["status"], response["headers"] = status, headers
+
+    payload = b"".join(error.respond(environ, start_response))
+    return response["status"], response["headers"], payload
+
+
 def _read_request_body(environ: dict[str, Any]) -> bytes:
     stream = environ["wsgi.input"]
     if environ.get("wsgi.input_terminated"):  # chunked: werkzeug's DechunkedInput ends at the last chunk
-        return stream.read()
+        limit = body_limit(environ)
+        body = stream.read(limit + 1)
+        if len(body) > limit:
+            raise AwsError(413, "RequestEntityTooLarge", f"the chunked request body is over {limit} bytes")
+        return body
     length = int(environ.get("CONTENT_LENGTH") or 0)
     if length < 0:
         raise ValueError(f"Content-Length {length}")
@@ -218,6 +283,10 @@ def _read_request_body(environ: dict[str, Any]) -> bytes:
 
 
 _date_cache: list[Any] = [None, ""]  # (second, Date header value)
+_TOO_MANY_CONNECTIONS_BODY = b'{"__type": "ServiceUnavailable", "message": "too many open connections; retry"}'
+_TOO_MANY_CONNECTIONS = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/x-amz-json-1.0\r\n"
+                         b"Connection: close\r\nContent-Length: " + str(len(_TOO_MANY_CONNECTIONS_BODY)).encode()
+                         + b"\r\n\r\n" + _TOO_MANY_CONNECTIONS_BODY)
 
 
 class EndpointServer(ThreadedWSGIServer):
@@ -225,7 +294,8 @@ class EndpointServer(ThreadedWSGIServer):
 
     daemon_threads = True
 
-    def __init__(self, host: str, port: int, app: Any) -> None:
+    def __init__(self, host: str, port: int, app: Any, guard: RequestGuard | None = None,
+                 idle_timeout: float = 60.0, max_connections: int = 512) -> None:
         # Bind here, not in werkzeug: on a busy port werkzeug prints a message and calls sys.exit(1),
         # where the endpoint wants an OSError to explain (Emulator.start says what to do).
         listener = socket.create_server((host, port), family=select_address_family(host, port), backlog=128,
@@ -234,12 +304,25 @@ class EndpointServer(ThreadedWSGIServer):
             super().__init__(host, port, app, handler=KeepAliveRequestHandler, fd=listener.fileno())
         finally:
             listener.close()  # werkzeug serves a duplicate of it (socket.fromfd)
+        self.guard = guard or RequestGuard(port=self.server_address[1])
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
-            self._connections.add(request)
+            full = len(self._connections) >= self.max_connections
+            if not full:
+                self._connections.add(request)
+        if full:  # answered here, on the accepting thread: no thread for it
+            log.warning("%d connections open: refusing one from %s (ESJOIN_MAX_CONNECTIONS)", self.max_connections,
+                        client_address)
+            with contextlib.suppress(OSError):
+                request.settimeout(1)
+                request.sendall(_TOO_MANY_CONNECTIONS)
+            self.shutdown_request(request)
+            return
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:

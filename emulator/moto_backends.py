@@ -3,7 +3,8 @@ lock that makes every request to it linearizable.
 
 moto's models are not safe under thread switching: two `attribute_not_exists` conditional puts on
 one key were both seen to win with a small `sys.setswitchinterval`. Every moto request and every
-direct backend access therefore runs under `MotoBackends.lock`, one at a time. The lock is never
+direct backend access therefore runs under `MotoBackends.lock()` (alone) or `request_lock()` (beside
+requests for other tables and services only; see emulator.moto_lock). The lock is never
 held while waiting (SQS long polls wait outside it, see `emulator.sqs_long_poll`) nor across a call
 to a function, so a function's own calls back into the endpoint cannot deadlock.
 """
@@ -13,16 +14,22 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import threading
 from contextlib import AbstractContextManager
 from typing import Any
 
 from emulator.config import EmulatorConfig
 from emulator.moto_dispatch import MotoDispatch
+from emulator.moto_lock import MotoLock
 from emulator.notifier import ChangeNotifier
 
 # The services moto serves behind the gateway; Lambda is ours (emulator.lambda_service).
 MOTO_SERVICES = ("kinesis", "dynamodb", "dynamodbstreams", "sqs", "logs", "iam", "sts", "cloudwatch")
+# Services whose requests touch only their own backend in moto (Logs does not: a subscription filter
+# writes to Kinesis), each serialised with itself alone.
+SHARED_SERVICES = frozenset({"kinesis", "sqs"})
+# DynamoDB operations that touch one table (its items, indexes and stream shard) and nothing else.
+DYNAMODB_TABLE_OPERATIONS = frozenset({"PutItem", "GetItem", "UpdateItem", "DeleteItem", "Query", "Scan",
+                                       "DescribeTable"})
 
 
 class MotoBackends:
@@ -44,7 +51,7 @@ class MotoBackends:
         self.app.get_backend_for_host = functools.lru_cache(maxsize=1024)(self.app.get_backend_for_host)
         self.serve = MotoDispatch(self.app)
         """moto's WSGI app, as the gateway calls it (emulator.moto_dispatch). Call under `lock()`."""
-        self._lock: threading.RLock | None = threading.RLock() if config.serialize_writes else None
+        self._lock: MotoLock | None = MotoLock() if config.serialize_writes else None
 
     def close(self) -> None:
         """This endpoint stopped: no more write notifications for it."""
@@ -53,11 +60,25 @@ class MotoBackends:
         moto_fixes.release(self.notifier)
 
     def lock(self) -> AbstractContextManager[Any]:
-        """Hold while touching moto. A no-op when ESJOIN_SERIALIZE_WRITES=0 (to show the races).
+        """Hold while touching moto: nothing else runs in it meanwhile. A no-op when
+        ESJOIN_SERIALIZE_WRITES=0 (to show the races).
 
-        The RLock itself, not a generator-based context manager: this is taken for every request and
+        A context object, not a generator-based context manager: this is taken for every request and
         every poll (the generator was 2 % of the endpoint's time under the pipeline benchmark)."""
-        return self._lock if self._lock is not None else contextlib.nullcontext()
+        return self._lock.exclusive() if self._lock is not None else contextlib.nullcontext()
+
+    def request_lock(self, service: str, operation: str, region: str, document: Any) -> AbstractContextManager[Any]:
+        """The lock one AWS request needs (emulator.moto_lock): a DynamoDB item operation on one table,
+        and any Kinesis or SQS request, share moto with other tables and services; the rest is exclusive."""
+        if self._lock is None:
+            return contextlib.nullcontext()
+        if service in SHARED_SERVICES:
+            return self._lock.shared(service)
+        if service == "dynamodb" and operation in DYNAMODB_TABLE_OPERATIONS and isinstance(document, dict):
+            table = document.get("TableName")
+            if isinstance(table, str) and table:
+                return self._lock.shared(f"dynamodb:{region}:{table.rsplit('table/', 1)[-1]}")
+        return self._lock.exclusive()
 
     def warm_up(self) -> None:
         """Create moto's per-service apps now, so the first real request is not the slow one."""

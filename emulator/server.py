@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import shutil
 import threading
 import time
 from typing import Any
@@ -24,12 +25,18 @@ from emulator.lambda_service.models import LambdaBackend
 from emulator.lambda_service.responses import LambdaResponses
 from emulator.moto_backends import MOTO_SERVICES, MotoBackends
 from emulator.notifier import ChangeNotifier
+from emulator.request_guard import RequestGuard
+from emulator.state_lock import StateDirLock
 
 log = logging.getLogger("esjoin.emulator")
 VERSION = "0.1.0"
 
 
 class Emulator:
+    """The endpoint. Nothing on disk is touched before `start()` has bound the port and locked the state
+    directory (emulator.state_lock): a second start on a busy port or a used state directory fails and
+    leaves the running endpoint's functions and checkpoints alone."""
+
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
         self.ready = False
@@ -38,9 +45,11 @@ class Emulator:
         self.moto = MotoBackends(config, self.notifier)
         self.history = InvocationHistory(config.history_size)
         self.faults = FaultInjector()
-        self.lambda_backend = LambdaBackend(config, self.moto, self.history, self.faults)
-        self.gateway = Gateway(self.moto, LambdaResponses(self.lambda_backend, config.region),
-                               ControlApi(self), config.region, self.faults)
+        self.guard = RequestGuard(port=config.port, allowed_hosts=config.allowed_hosts,
+                                  allowed_origins=config.allowed_origins)
+        self.lambda_backend: LambdaBackend | None = None  # built by start(), once the state dir is ours
+        self.gateway: Gateway | None = None
+        self._state_lock = StateDirLock(config.state_dir)
         self._server: EndpointServer | None = None
         self._thread: threading.Thread | None = None
         self._warm_up: threading.Thread | None = None
@@ -62,11 +71,19 @@ class Emulator:
         the ~110,000 objects of moto, boto3 and botocore's models (0.07 s a collection, measured)."""
         t0 = time.monotonic()
         try:
-            self._server = EndpointServer(self.config.host, self.config.port, self.gateway)
+            self._server = EndpointServer(self.config.host, self.config.port, self._serve, guard=self.guard,
+                                          idle_timeout=self.config.idle_timeout_seconds,
+                                          max_connections=self.config.max_connections)
         except OSError as error:
             raise RuntimeError(f"cannot listen on {self.config.host}:{self.config.port}: {error}. Is another "
                                "endpoint (esjoin, LocalStack) already running? `make down` stops ours; "
                                "ESJOIN_PORT picks another port.") from error
+        self._state_lock.acquire()  # StateDirBusy (a RuntimeError) names the pid that holds it
+        for stale in ("functions", "checkpoints"):  # state is in memory: what the last run left is unreadable
+            shutil.rmtree(self.config.state_dir / stale, ignore_errors=True)
+        self.lambda_backend = LambdaBackend(self.config, self.moto, self.history, self.faults)
+        self.gateway = Gateway(self.moto, LambdaResponses(self.lambda_backend, self.config.region),
+                               ControlApi(self), self.config.region, self.faults, self.guard)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="esjoin-http", daemon=True)
         self._thread.start()
@@ -93,14 +110,20 @@ class Emulator:
         self.ready = False
         if self._warm_up is not None:
             self._warm_up.join(timeout=10)
-        self.lambda_backend.shutdown()
+        if self.lambda_backend is not None:
+            self.lambda_backend.shutdown()
         self.moto.close()
         if self._server is not None:
-            self._server.shutdown()
+            if self._thread is not None:
+                self._server.shutdown()
             self._server.close_connections()
             self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self._state_lock.release()
+
+    def _serve(self, environ: dict[str, Any], start_response: Any) -> Any:
+        return self.gateway(environ, start_response)
 
     def wait(self) -> None:
         """Block until stop() is called (from a signal handler, say)."""

@@ -9,6 +9,7 @@ Reference: https://docs.aws.amazon.com/lambda/latest/api/API_Operations.html
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import io
@@ -185,7 +186,6 @@ class LambdaBackend:
         self.mappings: dict[str, EventSourceMapping] = {}
         self._lock = threading.RLock()
         self._code_root = config.state_dir / "functions"
-        shutil.rmtree(self._code_root, ignore_errors=True)  # moto's state is in memory: start clean too
         self._code_root.mkdir(parents=True, exist_ok=True)
         self.runtime = LambdaRuntime(config, config.endpoint_url, CloudWatchLogSink(moto))
         self.engine = EventSourceMappingEngine(config, moto, self.invoke_for_mapping, self._mapping_changed,
@@ -248,16 +248,21 @@ class LambdaBackend:
                 raise LambdaServiceError(409, "ResourceConflictException", f"Function already exist: {name}")
         # Unzip outside the lock: invocations resolve functions under it and must not wait on I/O.
         code_dir, sha, size = self._store_code(region, name, params.get("Code") or {})
-        with self._lock:
-            if (region, name) in self.functions:  # created meanwhile by a concurrent call
-                shutil.rmtree(code_dir.parent, ignore_errors=True)
-                raise LambdaServiceError(409, "ResourceConflictException", f"Function already exist: {name}")
-            function = Function(name=name, region=region, account_id=self.config.account_id,
-                                runtime=runtime, handler=params["Handler"], role=role,
-                                code_dir=code_dir, code_sha256=sha, code_size=size)
-            self._apply_configuration(function, params)
-            function.tags = dict(params.get("Tags") or {})
-            self.functions[(region, name)] = function
+        try:
+            with self._lock:
+                if (region, name) in self.functions:  # created meanwhile by a concurrent call
+                    raise LambdaServiceError(409, "ResourceConflictException", f"Function already exist: {name}")
+                function = Function(name=name, region=region, account_id=self.config.account_id,
+                                    runtime=runtime, handler=params["Handler"], role=role,
+                                    code_dir=code_dir, code_sha256=sha, code_size=size)
+                self._apply_configuration(function, params)
+                function.tags = dict(params.get("Tags") or {})
+                self.functions[(region, name)] = function
+        except BaseException:  # refused: the code just unzipped belongs to no function
+            shutil.rmtree(code_dir.parent, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the function's directory, unless another version lives there
+                code_dir.parent.parent.rmdir()
+            raise
         log.info("created function %s (%s, %s)", function.arn, runtime, function.handler)
         return function
 
@@ -309,12 +314,12 @@ class LambdaBackend:
 
     def _apply_configuration(self, function: Function, params: dict[str, Any]) -> None:
         if params.get("Timeout") is not None:
-            timeout = int(params["Timeout"])
+            timeout = integer_parameter(params, "Timeout")
             if not 1 <= timeout <= 900:
                 raise invalid(f"Timeout must be between 1 and 900 seconds, not {timeout}")
             function.timeout = timeout
         if params.get("MemorySize") is not None:
-            memory = int(params["MemorySize"])
+            memory = integer_parameter(params, "MemorySize")
             if not 128 <= memory <= 10240:
                 raise invalid(f"MemorySize must be between 128 and 10240 MB, not {memory}")
             function.memory_size = memory
@@ -573,3 +578,16 @@ def _injected_error(function: Function, request_id: str, fault: FaultRule) -> In
     return InvocationResult(request_id=request_id, payload=json.dumps(payload).encode(),
                             function_error=UNHANDLED, log=log_text, billed_duration_ms=1,
                             injected_fault=fault.id)
+
+
+def integer_parameter(params: dict[str, Any], key: str) -> int:
+    """An integer request parameter, or AWS's validation error naming it (never a Python exception)."""
+    value = params[key]
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise invalid(f"1 validation error detected: Value at '{key[0].lower()}{key[1:]}' failed to satisfy "
+                      "constraint: Member must be an integer")
+    try:
+        return int(value)
+    except ValueError:
+        raise invalid(f"1 validation error detected: Value {value!r} at '{key[0].lower()}{key[1:]}' failed to "
+                      "satisfy constraint: Member must be an integer") from None

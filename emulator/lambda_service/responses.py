@@ -15,6 +15,8 @@ from urllib.parse import unquote
 
 from werkzeug.wrappers import Request, Response
 
+from emulator.aws_errors import AwsError
+from emulator.json_limits import check_json
 from emulator.lambda_service.invocation import LambdaServiceError
 from emulator.lambda_service.models import LambdaBackend, invalid
 
@@ -82,9 +84,11 @@ class LambdaResponses:
             response = self.dispatch(request)
         except LambdaServiceError as error:
             response = error_response(error)
-        except Exception as error:  # a bug here must still answer as AWS would, and say what broke
+        except Exception:  # a bug here must still answer as AWS would, and say what broke
             log.exception("Lambda API %s %s failed", request.method, request.path)
-            response = error_response(LambdaServiceError(500, "ServiceException", f"{type(error).__name__}: {error}"))
+            response = error_response(LambdaServiceError(500, "ServiceException", "the Lambda service failed on "
+                                                                                  "this request; the endpoint's log "
+                                                                                  "has the details"))
         response.headers.setdefault("x-amzn-RequestId", request_id)
         return response(environ, start_response)
 
@@ -218,8 +222,9 @@ def json_body(request: Request) -> dict[str, Any]:
     if not data:
         return {}
     try:
+        check_json(data)
         document = json.loads(data)
-    except ValueError as error:
+    except (AwsError, ValueError) as error:
         raise LambdaServiceError(400, "InvalidRequestContentException",
                                  f"Could not parse request body into json: {error}") from None
     if not isinstance(document, dict):
