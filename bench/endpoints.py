@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 from botocore.config import Config
 
 from harness.backends import free_port
+from infra.target import local_target
 
 REGION = "us-east-1"
 ACCOUNT_ID = "000000000000"
@@ -40,8 +40,12 @@ class EndpointError(RuntimeError):
 
 
 def client(endpoint_url: str, service: str, config: Config = CLIENT_CONFIG) -> Any:
-    session = boto3.session.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name=REGION)
-    return session.client(service, endpoint_url=endpoint_url, config=config)
+    """A client through infra's local target, as the harness makes them: dummy credentials, no profile
+    and no proxy, so an AWS_PROFILE, a broken ~/.aws/config or an HTTP_PROXY on the machine never
+    fails (or skews) a benchmark. `config` overrides the target's timeouts and retries."""
+    target = local_target(endpoint_url, REGION, environ={})
+    return target.session().client(service, endpoint_url=target.endpoint_url,
+                                   config=target.client_config().merge(config))
 
 
 def _health_status(port: int, path: str) -> int | None:

@@ -26,6 +26,10 @@ from dataclasses import dataclass
 DEFAULT_PORT = os.environ.get("ESJOIN_PORT") or "4566"
 DEFAULT_HOOK = "esjoin-bootstrap.sh"
 TIMEOUT_SECONDS = 3.0  # below the healthcheck's own timeout, so this script reports rather than gets killed
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""urllib's opener without the proxies: the URL checked is the container's own, which no proxy can
+reach, and Docker sets HTTP_PROXY in containers when ~/.docker/config.json configures one
+(https://docs.docker.com/engine/cli/proxy/)."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class Verdict:
 def get_json(url: str) -> tuple[int, object]:
     """(status, document); HTTP errors with a JSON body are documents too (the emulator answers 503)."""
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:
+        with DIRECT.open(url, timeout=TIMEOUT_SECONDS) as response:
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as error:
         try:

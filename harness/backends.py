@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 from botocore.config import Config
 
 from harness.control import ControlClient
+from harness.health import direct_opener
 from infra.target import Target, aws_target, local_target
 
 EMBEDDED, LOCALSTACK, AWS = "embedded", "localstack", "aws"
@@ -129,8 +129,9 @@ def tail(path: Path, lines: int = 20) -> str:
 
 
 def answers_health(url: str, path: str) -> bool:
+    """A 200 from `url` + `path`, asked directly (no proxy: the endpoint is a local one)."""
     try:
-        with urllib.request.urlopen(url.rstrip("/") + path, timeout=2) as response:
+        with direct_opener().open(url.rstrip("/") + path, timeout=2) as response:
             return response.status == 200
     except OSError:
         return False
@@ -154,8 +155,9 @@ def open_backend(name: str, region: str = "us-east-1", aws_opt_in: bool = False,
 def _open_embedded(region: str) -> Backend:
     endpoint = os.environ.get("ESJOIN_ENDPOINT", DEFAULT_ENDPOINT)
     reuse = os.environ.get("ESJOIN_REUSE_ENDPOINT", "1") != "0"
-    if reuse and ControlClient(endpoint, timeout=2.0).is_ready():
-        return Backend(EMBEDDED, local_target(endpoint, region), TIMING[EMBEDDED], ControlClient(endpoint))
+    target = local_target(endpoint, region)  # before any request: never probe a host that is not local
+    if reuse and ControlClient(target.endpoint_url, timeout=2.0).is_ready():
+        return Backend(EMBEDDED, target, TIMING[EMBEDDED], ControlClient(target.endpoint_url))
     port = free_port()
     run_dir = STATE_DIR / f"test-endpoint-{port}"
     process, endpoint = start_embedded(port, run_dir / "state", run_dir / "emulator.log")
@@ -165,8 +167,9 @@ def _open_embedded(region: str) -> Backend:
 
 def _open_localstack(region: str) -> Backend:
     endpoint = os.environ.get("ESJOIN_LOCALSTACK_ENDPOINT", DEFAULT_ENDPOINT)
+    target = local_target(endpoint, region)  # before any request: never probe a host that is not local
     if answers_health(endpoint, "/_localstack/health"):
-        return Backend(LOCALSTACK, local_target(endpoint, region), TIMING[LOCALSTACK])
+        return Backend(LOCALSTACK, target, TIMING[LOCALSTACK])
     if os.environ.get("ESJOIN_LOCALSTACK_START") == "testcontainers":
         from harness.localstack_container import start_localstack
 

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import time
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -35,6 +36,7 @@ from harness.backends import (
     tail,
 )
 from harness.control import ControlClient
+from harness.health import Probe, ProbeKind, probe_health
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="esjoin: run and test the event-sourcing pipeline on a local AWS endpoint")
@@ -54,6 +56,8 @@ COMPOSE_SERVICES = {LOCALSTACK: ("localstack",), EMULATOR_CONTAINER: ("emulator"
 COMPOSE_WAIT_SECONDS = 600.0
 """ESJOIN_COMPOSE_WAIT_SECONDS: a first LocalStack start pulls images before its hook can bootstrap."""
 READY, WAITING, FAILED = "ready", "waiting", "failed"
+STARTING_WAIT_SECONDS = 30.0
+"""How long `esjoin up` waits on an endpoint that says it is starting (start_embedded's own deadline)."""
 
 BackendOption = Annotated[str, typer.Option("--backend", "-b", envvar=["ESJOIN_BACKEND", "BACKEND"],
                                             help="embedded (default) | localstack | emulator-container")]
@@ -87,14 +91,24 @@ def running_pid() -> int | None:
 
 
 def ensure_embedded(endpoint: str) -> str:
-    """An embedded endpoint answering at `endpoint`: reuse it, or start one in the background."""
-    if ControlClient(endpoint, timeout=2).is_ready():
+    """An embedded endpoint answering at `endpoint`: reuse it, or start one in the background, but only
+    where nothing listens. A port that accepts connections and does not answer in time may be a busy
+    endpoint: starting a second one there would fail, or bootstrap the stack into the wrong one."""
+    probe = probe_health(endpoint)
+    if probe.kind is ProbeKind.STARTING:
+        probe = await_started(endpoint, STARTING_WAIT_SECONDS)
+    if probe.kind is ProbeKind.READY:
         console.print(f"embedded endpoint already running at {endpoint}")
         return endpoint
-    port = int(endpoint.rsplit(":", 1)[1].split("/")[0])
-    if answers_health(endpoint, "/_localstack/health"):
+    if probe.kind is ProbeKind.NOT_ESJOIN and answers_health(endpoint, "/_localstack/health"):
         raise fail(f"{endpoint} is LocalStack, not the embedded endpoint: stop it or set ESJOIN_ENDPOINT "
                    f"to another port (e.g. http://127.0.0.1:4567)")
+    if probe.kind is not ProbeKind.NOT_LISTENING:
+        raise fail(f"{probe.describe()}; not starting another endpoint there. Stop what holds the port, or set "
+                   "ESJOIN_ENDPOINT to another port (e.g. http://127.0.0.1:4567)")
+    port = urlsplit(endpoint).port
+    if port is None:
+        raise fail(f"{endpoint} names no port to start the embedded endpoint on (e.g. http://127.0.0.1:4566)")
     started = time.monotonic()
     try:
         process, endpoint = start_embedded(port, STATE_DIR / "emulator", LOG_FILE, detach=True)
@@ -104,6 +118,28 @@ def ensure_embedded(endpoint: str) -> str:
     console.print(f"embedded endpoint started at {endpoint} (pid {process.pid}, ready in "
                   f"{time.monotonic() - started:.1f}s, log {LOG_FILE})")
     return endpoint
+
+
+def await_started(endpoint: str, seconds: float) -> Probe:
+    """Probe until the endpoint stops saying "starting" (another `esjoin up` started it a moment ago)."""
+    console.print(f"an embedded endpoint is starting at {endpoint}; waiting up to {seconds:.0f}s for it")
+    deadline = time.monotonic() + seconds
+    probe = probe_health(endpoint)
+    while probe.kind is ProbeKind.STARTING and time.monotonic() < deadline:
+        time.sleep(0.1)  # another process's start-up: nothing to wait on from here but its answers
+        probe = probe_health(endpoint)
+    return probe
+
+
+def local_endpoint(endpoint: str) -> str:
+    """`endpoint`, or exit 2 if infra's guard refuses it: the CLI sends nothing to a host that is not local."""
+    from infra.target import TargetRefused, allowed_hosts, check_local_endpoint
+
+    try:
+        check_local_endpoint(endpoint.strip(), allowed_hosts())
+    except TargetRefused as error:
+        raise fail(str(error), 2) from None
+    return endpoint.strip().rstrip("/")
 
 
 def stop_embedded() -> None:
@@ -211,6 +247,7 @@ def up(backend: BackendOption = EMBEDDED, stage: StageOption = "local", endpoint
     from infra.bootstrap import apply, read_outputs
     from infra.stack import build_stack
 
+    endpoint = local_endpoint(endpoint)
     STATE_DIR.mkdir(exist_ok=True)
     if backend == EMBEDDED:
         endpoint = ensure_embedded(endpoint)
@@ -263,14 +300,19 @@ def down(backend: BackendOption = EMBEDDED) -> None:
 @app.command()
 def status(backend: BackendOption = EMBEDDED, endpoint: EndpointOption = DEFAULT_ENDPOINT) -> None:
     """Is the endpoint up, is the stack there, is the pipeline quiet?"""
-    control = ControlClient(endpoint, timeout=2)
-    if backend != LOCALSTACK and control.is_ready():  # embedded, or its container: same control API
-        console.print_json(json.dumps({"health": control.health(), "quiescence": control.quiescence(),
+    endpoint = local_endpoint(endpoint)
+    probe = probe_health(endpoint)  # embedded, or its container: same control API
+    answers = probe.kind in (ProbeKind.NOT_ESJOIN, ProbeKind.STARTING, ProbeKind.READY)
+    if backend != LOCALSTACK and probe.kind is ProbeKind.READY:
+        control = ControlClient(endpoint, timeout=2)
+        console.print_json(json.dumps({"health": probe.health, "quiescence": control.quiescence(),
                                        "pid": running_pid()}))
-    elif answers_health(endpoint, "/_localstack/health"):
+    elif answers and answers_health(endpoint, "/_localstack/health"):
         console.print(f"LocalStack answers at {endpoint}")
+    elif probe.kind is ProbeKind.NOT_LISTENING:
+        raise fail(f"{probe.describe()}; `make up` starts the embedded endpoint")
     else:
-        raise fail(f"nothing answers at {endpoint}; `make up` starts the embedded endpoint")
+        raise fail(probe.describe())
     if OUTPUTS.is_file():
         console.print(f"outputs: {OUTPUTS} (stage {json.loads(OUTPUTS.read_text())['stage']})")
 

@@ -1,4 +1,7 @@
-"""A client for the embedded endpoint's control API (/_esjoin/, see emulator/control.py)."""
+"""A client for the embedded endpoint's control API (/_esjoin/, see emulator/control.py).
+
+Requests go straight to the endpoint, whatever HTTP_PROXY says (harness.health.direct_opener): the
+control API is on this machine, where no proxy can reach it."""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import json
 import urllib.error
 import urllib.request
 from typing import Any
+
+from harness.health import direct_opener
 
 
 class ControlApiError(RuntimeError):
@@ -22,7 +27,7 @@ class ControlClient:
         request = urllib.request.Request(self.base + path, data=data, method=method,
                                          headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with direct_opener().open(request, timeout=self.timeout) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as error:
             detail = error.read().decode(errors="replace")
