@@ -22,6 +22,14 @@ if TYPE_CHECKING:
 
 LogEvent = tuple[int, str]  # (epoch milliseconds, message)
 
+MAX_EVENT_BYTES = 262_144 - 26
+"""The longest message a CloudWatch Logs event holds, in UTF-8 bytes: an event is at most 256 KB
+counting 26 bytes of per-event overhead (PutLogEvents: "Each log event can be no larger than 256 KB",
+the batch size counts "26 bytes for each log event";
+https://docs.aws.amazon.com/AmazonCloudWatchLogs/latest/APIReference/API_PutLogEvents.html). Lambda
+splits a longer line into several events at that size (observed at 2^18 - 26 bytes:
+https://stackoverflow.com/questions/77175643), and so does WorkerOutputDecoder."""
+
 _log = logging.getLogger(__name__)
 
 
@@ -100,17 +108,26 @@ class WorkerOutputDecoder:
     """Turns the bytes a worker writes to fd 1/2 into log messages.
 
     Plain output is split into lines (one event each, as Lambda splits stdout); a framed message
-    (marker, 8 hex digits of length, text) is one event whatever it contains."""
+    (marker, 8 hex digits of length, text) is one event whatever it contains. Either is cut into
+    several events once longer than MAX_EVENT_BYTES, and those pieces leave as soon as they are
+    complete: a handler printing 50 MB on one line never has the decoder hold more than about one event
+    (nor rescan a growing buffer for the marker on every read)."""
 
-    def __init__(self, marker: bytes) -> None:
+    def __init__(self, marker: bytes, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         self._marker = marker
+        self._limit = max_event_bytes
         self._pending = bytearray()
+        self._frame_left = 0  # bytes of a framed message still to come, once its header is read
 
     def feed(self, data: bytes) -> list[str]:
         self._pending += data
         messages: list[str] = []
         header = len(self._marker) + 8
         while self._pending:
+            if self._frame_left:
+                if not self._frame_body(messages):
+                    break
+                continue
             start = self._pending.find(self._marker)
             if start < 0:
                 # Emit whole lines; keep a tail that may be the start of a marker or of a line.
@@ -118,6 +135,10 @@ class WorkerOutputDecoder:
                 if end >= 0:
                     messages.extend(self._lines(self._pending[: end + 1]))
                     del self._pending[: end + 1]
+                # A line too long for one event leaves in pieces; the last len(marker) - 1 bytes stay
+                # behind, as they may begin a marker.
+                while len(self._pending) >= self._limit + len(self._marker):
+                    messages.extend(self._piece(self._limit))
                 break
             if start > 0:
                 messages.extend(self._lines(self._pending[:start]))
@@ -131,27 +152,85 @@ class WorkerOutputDecoder:
                 messages.extend(self._lines(self._pending[: len(self._marker)]))
                 del self._pending[: len(self._marker)]
                 continue
-            if len(self._pending) < header + length:
-                break
-            messages.append(_with_newline(self._pending[header : header + length].decode("utf-8", "replace")))
-            del self._pending[: header + length]
+            del self._pending[:header]
+            self._frame_left = length
+            if length == 0:
+                messages.append("\n")
         return messages
 
     def flush(self) -> list[str]:
         """The end of a phase: a partial last line becomes an event of its own."""
-        if not self._pending or self._pending.startswith(self._marker):
+        if not self._pending or self._frame_left or self._pending.startswith(self._marker):
             return []  # nothing, or a frame still being written
         messages = self._lines(self._pending)
         self._pending.clear()
         return messages
 
-    @staticmethod
-    def _lines(data: bytes | bytearray) -> list[str]:
+    def _frame_body(self, messages: list[str]) -> bool:
+        """Emit what is complete of the framed message being read; False when it needs more bytes."""
+        if len(self._pending) >= self._frame_left:
+            body = self._pending[: self._frame_left]
+            del self._pending[: self._frame_left]
+            self._frame_left = 0
+            messages.extend(split_message(_with_newline(body.decode("utf-8", "replace")), self._limit))
+            return True
+        if len(self._pending) < self._limit or self._frame_left <= self._limit + 1:
+            return False  # the rest is at most one event and a newline: split_message cuts it well
+        before = len(self._pending)
+        messages.extend(self._piece(self._limit))
+        self._frame_left -= before - len(self._pending)
+        return True
+
+    def _piece(self, size: int) -> list[str]:
+        """Take about `size` bytes off the front of the pending output (never half a UTF-8 character)
+        as a piece of a longer message: no newline added."""
+        cut = _character_start(self._pending, size)
+        piece = self._pending[:cut].decode("utf-8", "replace")
+        del self._pending[:cut]
+        return split_message(piece, self._limit)
+
+    def _lines(self, data: bytes | bytearray) -> list[str]:
         # Split on b"\n" only: str.splitlines would also break at \r, \x1c, \u2028, ...
         lines = bytes(data).split(b"\n")
         if lines[-1] == b"":
             lines.pop()
-        return [_with_newline(line.decode("utf-8", "replace")) for line in lines]
+        messages: list[str] = []
+        for line in lines:
+            messages.extend(split_message(_with_newline(line.decode("utf-8", "replace")), self._limit))
+        return messages
+
+
+def split_message(message: str, limit: int = MAX_EVENT_BYTES) -> list[str]:
+    """`message` as pieces of at most `limit` UTF-8 bytes each, cut between characters; joined they are
+    `message` again. A trailing newline stays with the text before it, never an event of its own."""
+    if len(message) * 4 <= limit:  # the common case: too short to be too long, whatever it holds
+        return [message]
+    data = message.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return [message]
+    pieces: list[str] = []
+    start = 0
+    while len(data) - start > limit:
+        cut = _character_start(data, start + limit)
+        if cut == len(data) - 1 and data.endswith(b"\n"):
+            cut = _character_start(data, cut - 1)  # leave a character for the newline's event
+        if cut <= start:  # cannot happen for limit >= 4; never loop forever
+            cut = start + limit
+        pieces.append(data[start:cut].decode("utf-8", "surrogatepass"))
+        start = cut
+    pieces.append(data[start:].decode("utf-8", "surrogatepass"))
+    return pieces
+
+
+def _character_start(data: bytes | bytearray, index: int) -> int:
+    """The last position <= index where a UTF-8 character starts (a byte that is not 10xxxxxx). At most
+    3 bytes back: in invalid UTF-8 (a run of continuation bytes) any position will do."""
+    if index >= len(data):
+        return len(data)
+    for position in range(index, max(index - 3, 0) - 1, -1):
+        if data[position] & 0xC0 != 0x80:
+            return position
+    return index
 
 
 def _with_newline(message: str) -> str:

@@ -11,8 +11,13 @@ Isolation: a worker is the endpoint's interpreter run without site processing (`
 what its zip holds and what AWS's runtime provides, never the endpoint's own code or test tools: a
 packaging mistake fails here as it would on AWS. The environment is built from scratch (AWS's reserved
 variables, dummy credentials, ``AWS_ENDPOINT_URL`` pointing at this endpoint, then the function's own
-variables); nothing of the endpoint's environment leaks in. Each worker leads its own process group,
-so a timeout or retirement kills whatever the function started too.
+variables); nothing of the endpoint's environment leaks in (no AWS_PROFILE, no proxy settings).
+
+Killing: each worker leads its own process group and is a child subreaper (worker.py), so whatever the
+function started stays its descendant even after ``setsid`` or a double fork. A timeout, a retirement
+(update, DeleteFunction) or shutdown stops the worker, finds every descendant in /proc, stops and kills
+them all, then kills the worker and its group (``_kill_environment``): nothing the function started
+outlives its execution environment. Without /proc (not Linux) only the group kill remains.
 
 Concurrency: when a function already runs its maximum number of workers and all are busy, invoke()
 waits for one to free up, at most the function's timeout, then raises ``TooManyRequestsException``
@@ -42,6 +47,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -76,6 +82,9 @@ against the function's timeout (https://docs.aws.amazon.com/lambda/latest/dg/lam
 EXIT_GRACE_SECONDS = 2.0  # after a worker closed its channel, how long it may take to exit on its own
 OUTPUT_DRAIN_SECONDS = 0.5  # after a worker died, how long to wait for the last of its output
 SHUTDOWN_WAIT_SECONDS = 10.0  # how long shutdown() waits for in-flight invocations to wind up
+KILL_ROUNDS = 16  # /proc walks to catch processes forked while their parents were being stopped
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 READ_CHUNK = 1 << 20
 RUNTIME_PACKAGES = ("boto3",)  # what AWS's Python runtime provides, with their dependencies
 
@@ -211,13 +220,13 @@ class WorkerProcess:
             return True
 
     def kill(self) -> None:
-        """SIGKILL the process group now; stop() reaps it."""
+        """SIGKILL the worker and everything it started, now; stop() reaps it."""
         with self._stop_lock:
             if not self._stopped and self.process.returncode is None:
-                _kill_group(self.pid)
+                _kill_environment(self.pid, reaped=False)
 
     def stop(self, exit_grace: float = 0.0) -> None:
-        """Kill the process group, reap the process, collect its last output, close the channels.
+        """Kill the worker and everything it started, reap it, collect its last output, close the channels.
 
         `exit_grace`: a worker that already closed its channel is dying on its own; give it that long,
         so its exit status is its own and not our SIGKILL."""
@@ -228,7 +237,9 @@ class WorkerProcess:
             if exit_grace > 0:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.process.wait(timeout=exit_grace)
-            _kill_group(self.pid)  # also whatever the function started; a no-op once all are gone
+            # Also whatever the function started; a no-op once all are gone. A worker reaped by the grace
+            # wait has no descendants left to find: its pid may already belong to someone else.
+            _kill_environment(self.pid, reaped=self.process.returncode is not None)
             self.process.wait()
             drain_until = time.monotonic() + OUTPUT_DRAIN_SECONDS
             while (
@@ -253,9 +264,69 @@ class WorkerProcess:
         return f"Runtime exited with error: signal: {name.lower()}"
 
 
-def _kill_group(pgid: int) -> None:
+def _kill_environment(pid: int, *, reaped: bool) -> None:
+    """SIGKILL a worker and every process it started, including those that left its process group.
+
+    The worker is stopped first, then its descendants, round after round until a walk of /proc finds no
+    new one: a stopped process cannot fork, and a fork racing the stop either shows up in the next walk
+    or is abandoned by the kernel (a pending signal fails it). Only then is everything killed, so no
+    process re-parents out of the tree (to init) between the walk and the kill. The worker is a child
+    subreaper (worker.py), so orphans (a double-forked daemon) are in its tree too. The process group is
+    killed as well: it is all there is without /proc.
+
+    `reaped`: the worker's pid has been waited for and may be reused; then only its group is killed."""
+    if not reaped:
+        _signal(pid, signal.SIGSTOP)
+        stopped: set[int] = set()
+        for _ in range(KILL_ROUNDS):
+            found = _descendants(pid) - stopped
+            if not found:
+                break
+            for descendant in found:
+                _signal(descendant, signal.SIGSTOP)
+            stopped |= found
+        else:
+            _log.warning("worker %d: its processes kept forking while being stopped; some may survive", pid)
+        for descendant in stopped:
+            _signal(descendant, signal.SIGKILL)
+        _signal(pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signum)
+
+
+def _descendants(root: int) -> set[int]:
+    """Every process below `root` in the process tree (by the parent pid in /proc/<pid>/stat); empty
+    without /proc. Zombies are included: signalling them is harmless."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return set()
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat_file:
+                stat = stat_file.read()
+        except OSError:  # exited since the listing
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses; the last ")" ends it.
+        fields = stat[stat.rfind(b")") + 2 :].split(maxsplit=2)
+        if len(fields) >= 2 and fields[1].isdigit():
+            children.setdefault(int(fields[1]), []).append(int(name))
+    found: set[int] = set()
+    pending = [root]
+    while pending:
+        for child in children.get(pending.pop(), ()):
+            if child not in found:
+                found.add(child)
+                pending.append(child)
+    return found
 
 
 def _remaining(deadline: float) -> float:
@@ -576,36 +647,13 @@ class LambdaRuntime:
             return self._runtime_site
 
     def _environment(self, spec: FunctionSpec, log_stream: str) -> dict[str, str]:
-        """AWS's runtime variables (https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html#configuration-envvars-runtime),
-        then the function's own. Nothing comes from the endpoint's environment."""
-        environment = {
-            "_HANDLER": spec.handler,
-            "AWS_REGION": spec.region,
-            "AWS_DEFAULT_REGION": spec.region,
-            "AWS_EXECUTION_ENV": f"AWS_Lambda_{spec.runtime}",
-            "AWS_LAMBDA_FUNCTION_NAME": spec.name,
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
-            "AWS_LAMBDA_FUNCTION_VERSION": spec.version,
-            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
-            "AWS_LAMBDA_LOG_GROUP_NAME": spec.log_group,
-            "AWS_LAMBDA_LOG_STREAM_NAME": log_stream,
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_SESSION_TOKEN": "test",
-            "AWS_ENDPOINT_URL": self._endpoint_url,
-            # A sandbox on AWS has no ~/.aws; keep the host's config and credentials files out too.
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-            "LAMBDA_TASK_ROOT": str(Path(spec.code_dir).resolve()),
-            "LAMBDA_RUNTIME_DIR": str(self._runtime_dir),
-            "TZ": ":UTC",
-            "LANG": "en_US.UTF-8",
-            # The base interpreter's bin, not the venv's: a `python` subprocess must not see the endpoint.
-            "PATH": f"{sys.base_prefix}/bin:/usr/local/bin:/usr/bin:/bin",
-            "PYTHONPATH": str(self._site()),
-        }
-        environment.update(spec.environment)
-        return environment
+        return function_environment(
+            spec,
+            log_stream=log_stream,
+            endpoint_url=self._endpoint_url,
+            runtime_dir=self._runtime_dir,
+            runtime_site=self._site(),
+        )
 
     # --- one invocation ---
 
@@ -827,6 +875,62 @@ class LambdaRuntime:
 
 
 # --- helpers ----------------------------------------------------------------------------------------
+
+
+def function_environment(
+    spec: FunctionSpec, *, log_stream: str, endpoint_url: str, runtime_dir: Path, runtime_site: Path
+) -> dict[str, str]:
+    """A worker's whole environment: AWS's runtime variables, then the function's own.
+
+    https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html#configuration-envvars-runtime
+    Built from nothing, never from os.environ: the endpoint may run with AWS_PROFILE, AWS_CONFIG_FILE,
+    AWS_ROLE_ARN, AWS_CA_BUNDLE or proxy settings of its user's, and a function's boto3 calls back to
+    the endpoint must not see them (on AWS they could not). A proxy the function's own configuration
+    names would carry those calls to a proxy that cannot reach this machine's loopback endpoint, so the
+    loopback hosts and the endpoint's host are added to NO_PROXY (and no_proxy) whenever a proxy is set."""
+    environment = {
+        "_HANDLER": spec.handler,
+        "AWS_REGION": spec.region,
+        "AWS_DEFAULT_REGION": spec.region,
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_{spec.runtime}",
+        "AWS_LAMBDA_FUNCTION_NAME": spec.name,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+        "AWS_LAMBDA_FUNCTION_VERSION": spec.version,
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "AWS_LAMBDA_LOG_GROUP_NAME": spec.log_group,
+        "AWS_LAMBDA_LOG_STREAM_NAME": log_stream,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_SESSION_TOKEN": "test",
+        "AWS_ENDPOINT_URL": endpoint_url,
+        # A sandbox on AWS has no ~/.aws; keep the host's config and credentials files out too.
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "LAMBDA_TASK_ROOT": str(Path(spec.code_dir).resolve()),
+        "LAMBDA_RUNTIME_DIR": str(runtime_dir),
+        "TZ": ":UTC",
+        "LANG": "en_US.UTF-8",
+        # The base interpreter's bin, not the venv's: a `python` subprocess must not see the endpoint.
+        "PATH": f"{sys.base_prefix}/bin:/usr/local/bin:/usr/bin:/bin",
+        "PYTHONPATH": str(runtime_site),
+    }
+    environment.update(spec.environment)
+    if any(environment.get(name) for name in PROXY_VARIABLES):
+        bypass = _no_proxy(environment, endpoint_url)
+        environment["NO_PROXY"] = environment["no_proxy"] = bypass
+    return environment
+
+
+def _no_proxy(environment: dict[str, str], endpoint_url: str) -> str:
+    """The function's NO_PROXY / no_proxy entries, then the loopback hosts and the endpoint's host."""
+    entries: list[str] = []
+    endpoint_host = urllib.parse.urlsplit(endpoint_url).hostname
+    given = [environment.get("NO_PROXY", ""), environment.get("no_proxy", "")]
+    for entry in [*",".join(given).split(","), *LOOPBACK_HOSTS, endpoint_host or ""]:
+        entry = entry.strip()
+        if entry and entry not in entries:
+            entries.append(entry)
+    return ",".join(entries)
 
 
 def _shut_down_error(spec: FunctionSpec) -> LambdaServiceError:

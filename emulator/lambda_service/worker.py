@@ -19,13 +19,18 @@ error document) and once per invocation (``{"status": "ok" | "error", "max_memor
 Log output: fd 1 and fd 2 are one pipe the parent reads. Plain writes (print, os.write, subprocesses)
 become one log event per line, as Lambda splits stdout. A message that must stay one event although it
 spans lines (a logging record, the ``[ERROR]`` report with its traceback) is framed: marker (random per
-worker), 8 hex digits of length, the UTF-8 text; the role AWS's telemetry log fd plays.
+worker), 8 hex digits of length, the UTF-8 text; the role AWS's telemetry log fd plays. Either is cut
+into several events past CloudWatch Logs' event size, by the parent (logs.py).
+
+Processes: the worker makes itself a child subreaper at start, so whatever the function starts stays
+its descendant, whichever way it detaches; the parent kills that whole tree (runtime.py).
 """
 
 from __future__ import annotations
 
 # Everything the runtime itself uses is imported here, before the function's directory goes on
 # sys.path: a function with its own logging.py or traceback.py must not replace the runtime's.
+import ctypes
 import importlib
 import io
 import json
@@ -66,6 +71,7 @@ UNHANDLED_EXCEPTION_WARNING = (
     "https://docs.aws.amazon.com/lambda/latest/dg/runtimes-update.html"
 )
 ERROR_LOG_INDENT = "\u00a0"  # AWS replaces a traceback line's leading spaces with NO-BREAK SPACEs
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 
 _THIS_FILE = os.path.abspath(__file__)
 _request_id = ""  # the invocation in progress, for the log formatter (as awslambdaric's global)
@@ -363,9 +369,17 @@ class LambdaContext:
 
 
 class _Encoder(json.JSONEncoder):
-    """AWS's response encoder (simplejson, Decimal as a number; non-ASCII escaped except on python3.12)."""
+    """AWS's response encoder (simplejson, Decimal as a number; non-ASCII escaped except on python3.12).
+
+    simplejson's encoder has ``encoding="utf-8"``: bytes inside the result are written as the text they
+    decode to (strictly: invalid UTF-8 fails the invocation with Runtime.MarshalError and the codec's
+    message). The standard library refuses bytes, so they are decoded here. A result that *is* bytes
+    never gets here: awslambdaric returns it as it is (``marshal_response``, ``application/unknown``).
+    https://github.com/aws/aws-lambda-python-runtime-interface-client/blob/main/awslambdaric/lambda_runtime_marshaller.py"""
 
     def default(self, value):
+        if isinstance(value, bytes):
+            return value.decode("utf-8")  # UnicodeDecodeError: _marshal reports it as AWS does
         decimal = sys.modules.get("decimal")  # a Decimal exists only if the function imported decimal
         if decimal is not None and isinstance(value, decimal.Decimal):
             if value.is_nan():
@@ -390,6 +404,9 @@ def _unmarshal(body: bytes):
 
 
 def _marshal(response) -> bytes:
+    """awslambdaric's LambdaMarshaller.marshal_response: a bytes result is the payload as it is; anything
+    else is JSON, or ``Runtime.MarshalError`` "Unable to marshal response: <the encoder's message>" (e.g.
+    "Object of type set is not JSON serializable")."""
     if isinstance(response, bytes):
         return response  # AWS returns bytes as they are (application/unknown)
     try:
@@ -461,7 +478,22 @@ def _isolate_sys_path(runtime_site: str) -> None:
         sys.path.insert(first_stdlib, runtime_site)
 
 
+def _become_subreaper() -> None:
+    """Adopt the function's orphans: a double-forked daemon or a child whose ``setsid`` parent exited
+    re-parents to this worker instead of init. Every process the function started then stays a
+    descendant of the worker, and the endpoint, which kills the worker's whole process tree (runtime.py),
+    finds it even when it left the process group. Linux only; elsewhere the group kill is all there is."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: list[str]) -> int:
+    _become_subreaper()  # before any function code runs, so nothing it starts can slip away
     control = socket.socket(fileno=int(argv[1]))
     control.set_inheritable(False)  # the function's subprocesses must not hold the channel open
     _isolate_sys_path(argv[2])
