@@ -1,9 +1,11 @@
-"""`python -m bench [emulator|pipeline|smoke] [--quick]`: run the benchmarks, write bench/results/.
+"""`python -m bench [emulator|pipeline|smoke|robustness] [--quick]`: run the benchmarks, write bench/results/.
 
-With no part, all three run one after another (each on an endpoint of its own). Each part prints its
-Markdown table and writes `bench/results/<part>.json` and `.md`. `--quick` runs smaller samples (a
-check that the benchmarks work, not figures to quote). `--only` runs some sections of the emulator
-part (startup, calls, two_hop, throughput), e.g. while working on one of them.
+With no part, emulator, pipeline and smoke run one after another (each on an endpoint of its own);
+robustness (about seven minutes: lock hold, sustained load, killed workers) runs only when named.
+Each part prints its Markdown table and writes `bench/results/<part>.json` and `.md`. `--quick` runs
+smaller samples (a check that the benchmarks work, not figures to quote). `--only` runs some sections
+of the emulator part (startup, calls, two_hop, throughput) or of the robustness part (lock_hold, load,
+kill_workers), e.g. while working on one of them.
 """
 
 from __future__ import annotations
@@ -12,15 +14,17 @@ import argparse
 import sys
 import time
 
-PARTS = ("emulator", "pipeline", "smoke")
+PARTS = ("emulator", "pipeline", "smoke")  # what runs with no part named
+EXPLICIT_PARTS = ("robustness",)  # too long for every run: only when named
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("part", nargs="?", choices=PARTS, help="one part (default: all)")
+    parser.add_argument("part", nargs="?", choices=PARTS + EXPLICIT_PARTS,
+                        help=f"one part (default: {', '.join(PARTS)})")
     parser.add_argument("--quick", action="store_true", help="smaller samples: checks the benchmarks run")
-    parser.add_argument("--only", default="", help="emulator part: comma-separated sections "
-                        "(startup,calls,two_hop,throughput)")
+    parser.add_argument("--only", default="", help="comma-separated sections of the emulator part "
+                        "(startup,calls,two_hop,throughput) or of the robustness part (lock_hold,load,kill_workers)")
     return parser.parse_args(argv)
 
 
@@ -36,6 +40,15 @@ def main(argv: list[str] | None = None) -> int:
 
             sections = tuple(s for s in args.only.split(",") if s) or ("startup", "calls", "two_hop", "throughput")
             report = emulator_bench.run(args.quick, sections)
+        elif part == "robustness":
+            from bench import robustness_bench
+
+            sections = tuple(s for s in args.only.split(",") if s) or robustness_bench.SECTIONS
+            unknown = set(sections) - set(robustness_bench.SECTIONS)
+            if unknown:
+                print(f"bench: unknown robustness section(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+                return 2
+            report = robustness_bench.run(args.quick, sections)
         elif part == "pipeline":
             from bench import pipeline_bench
 

@@ -118,21 +118,31 @@ def runs_measurements(runs: list[PartReport]) -> list[Measurement]:
 def run_once(report: PartReport, settings: Settings) -> None:
     run_id = uuid.uuid4().hex[:6]
     with EmbeddedEndpoint() as endpoint:
-        stack_settings = StackSettings.from_env(environ={}, overrides={
-            "stage": f"bench-{run_id}", "snapshot_horizon_seconds": settings.horizon_seconds,
-            "snapshot_threshold": settings.threshold})
-        began = time.perf_counter()
-        outputs = apply(build_stack(stack_settings), endpoint.url, outputs_path=None)
-        report.data["applySeconds"] = round(time.perf_counter() - began, 2)
-        control = ControlClient(endpoint.url)
-        backend = Backend(EMBEDDED, local_target(endpoint.url, REGION), TIMING[EMBEDDED], control)
-        pipeline = Pipeline(backend, outputs)
+        pipeline, report.data["applySeconds"] = deploy(endpoint, f"bench-{run_id}", settings)
+        control = pipeline.backend.control
+        assert control is not None
+        outputs = pipeline.outputs
         pid = endpoint.process.pid if endpoint.process else 0
         measure_latency(report, settings, pipeline, [f"lat-{run_id}-{i:03d}" for i in range(settings.users)], pid)
         measure_throughput(report, settings, pipeline, [f"tp-{run_id}-{i:03d}" for i in range(settings.users)], pid)
         verify(report, settings, pipeline)
         report.data["invocations"] = invocation_counts(control, outputs)
         report.extra_tables.append(invocation_table(report.data["invocations"]))
+
+
+def deploy(endpoint: EmbeddedEndpoint, stage: str, settings: Settings,
+           overrides: dict[str, Any] | None = None) -> tuple[Pipeline, float]:
+    """A fresh stage applied on `endpoint` (infra.bootstrap.apply) with the settings' snapshot horizon
+    and threshold (and any other StackSettings `overrides`), and the harness Pipeline that drives it;
+    also how long the apply took (s)."""
+    stack_settings = StackSettings.from_env(environ={}, overrides={
+        "stage": stage, "snapshot_horizon_seconds": settings.horizon_seconds,
+        "snapshot_threshold": settings.threshold, **(overrides or {})})
+    began = time.perf_counter()
+    outputs = apply(build_stack(stack_settings), endpoint.url, outputs_path=None)
+    apply_seconds = round(time.perf_counter() - began, 2)
+    backend = Backend(EMBEDDED, local_target(endpoint.url, REGION), TIMING[EMBEDDED], ControlClient(endpoint.url))
+    return Pipeline(backend, outputs), apply_seconds
 
 
 # -- 1. latency ------------------------------------------------------------------------------------

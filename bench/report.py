@@ -104,6 +104,8 @@ class Measurement:
     def cell_value(self) -> str:
         if self.value is None:
             return "-"
+        if isinstance(self.value, int):  # a count
+            return f"{self.value:,} {self.unit}".rstrip()
         if self.unit == "%":
             return f"{self.value:+.1f} %"
         if abs(self.value) >= 100:

@@ -80,6 +80,20 @@ class MotoBackends:
                 return self._lock.shared(f"dynamodb:{region}:{table.rsplit('table/', 1)[-1]}")
         return self._lock.exclusive()
 
+    def lock_for(self, arn: str) -> AbstractContextManager[Any]:
+        """The lock a direct reader of one source needs (pollers, on-failure destinations): a Kinesis
+        stream or SQS queue shares with its service, a DynamoDB stream with its table, as the requests
+        for them do (`request_lock`). So a poller never takes the exclusive lock, and a long Scan of one
+        table holds up neither the pollers of others nor, through them, other tables' requests."""
+        if self._lock is None:
+            return contextlib.nullcontext()
+        parts = arn.split(":", 5)
+        if len(parts) == 6 and parts[2] in SHARED_SERVICES:
+            return self._lock.shared(parts[2])
+        if len(parts) == 6 and parts[2] == "dynamodb" and parts[5].startswith("table/"):
+            return self._lock.shared(f"dynamodb:{parts[3]}:{parts[5].split('/')[1]}")
+        return self._lock.exclusive()
+
     def warm_up(self) -> None:
         """Create moto's per-service apps now, so the first real request is not the slow one."""
         for service in MOTO_SERVICES:

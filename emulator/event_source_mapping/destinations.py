@@ -89,7 +89,7 @@ def send_to_queue(moto: MotoBackends, queue_arn: str, record: dict[str, Any]) ->
         raise DestinationError(f"{queue_arn} is not an SQS queue ARN")
     region, queue_name = parts[3], parts[5]
     body = json.dumps(record)
-    with moto.lock():
+    with moto.lock_for(queue_arn):
         try:
             backend = moto.sqs(region)
             queue = backend.get_queue(queue_name)

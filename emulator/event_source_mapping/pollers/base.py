@@ -3,7 +3,8 @@
 A poller knows one kind of source: it reads records, forms batches, hands them to `dispatch` and
 decides what each outcome means (checkpoint, retry, bisect, on-failure, delete). It never waits and
 never invokes: the worker calls it from its own thread, under the mapping's state lock, and runs
-each delivery on an invocation thread. Every moto access is inside a short `moto.lock()` block.
+each delivery on an invocation thread. Every moto access is inside a short `moto.lock_for(source ARN)`
+block (emulator.moto_lock).
 """
 
 from __future__ import annotations

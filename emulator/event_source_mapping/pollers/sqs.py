@@ -115,7 +115,7 @@ class SqsPoller(Poller):
             self._send(self._take_batch())
 
     def _receive(self, count: int, now: float) -> list[SqsMessage] | None:
-        with self.context.moto.lock():
+        with self.context.moto.lock_for(self.queue_arn):
             backend = self.context.moto.sqs(self.region)
             queue = backend.queues.get(self.queue_name)
             if queue is None or queue.queue_arn != self.queue_arn:
@@ -224,7 +224,7 @@ class SqsPoller(Poller):
         its message: a deleted queue, a purged or redriven message leaves nothing to act on."""
         if not messages:
             return
-        with self.context.moto.lock():
+        with self.context.moto.lock_for(self.queue_arn):
             backend = self.context.moto.sqs(self.region)
             for message in messages:
                 try:
@@ -255,12 +255,12 @@ class SqsPoller(Poller):
         return min(deadlines) if deadlines else None
 
     def source_pending(self, positions: Any) -> bool:
-        with self.context.moto.lock():
+        with self.context.moto.lock_for(self.queue_arn):
             queue = self.context.moto.sqs(self.region).queues.get(self.queue_name)
             return queue is not None and queue.queue_arn == self.queue_arn and bool(queue._messages)
 
     def status(self) -> dict[str, Any]:
-        with self.context.moto.lock():
+        with self.context.moto.lock_for(self.queue_arn):
             queue = self.context.moto.sqs(self.region).queues.get(self.queue_name)
             counts = None if queue is None else {
                 "visible": queue.approximate_number_of_messages,

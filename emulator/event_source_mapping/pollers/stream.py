@@ -93,7 +93,7 @@ class StreamRecord:
 
 
 class StreamSource(abc.ABC):
-    """One stream, read through moto's backends. Methods marked "locked" run under moto.lock()."""
+    """One stream, read through moto's backends. Methods marked "locked" run under moto.lock_for(the stream ARN)."""
 
     kind: str  # kinesis | dynamodb
     batch_info_field: str  # KinesisBatchInfo | DDBStreamBatchInfo
@@ -285,7 +285,7 @@ class StreamPoller(Poller):
             log.info("mapping %s resumes %s from its checkpoints: %s", self.mapping.uuid,
                      self.mapping.event_source_arn,
                      {sid: s.progress.checkpoint for sid, s in self.shards.items()})
-        with self.context.moto.lock():
+        with self.context.moto.lock_for(self.mapping.event_source_arn):
             infos = self.source.describe()
             if infos is not None and self._snapshot_pending:
                 self._apply_starting_position(infos)
@@ -339,7 +339,7 @@ class StreamPoller(Poller):
     def _discover_and_read(self, now: float) -> list[tuple[Shard, list[Any]]]:
         read: list[tuple[Shard, list[Any]]] = []
         self._rediscover = False
-        with self.context.moto.lock():
+        with self.context.moto.lock_for(self.mapping.event_source_arn):
             infos = self.source.describe()
             if infos is None:
                 gone = True
@@ -652,7 +652,7 @@ class StreamPoller(Poller):
         return {shard_id: (shard.finished, shard.progress.read_upto) for shard_id, shard in self.shards.items()}
 
     def source_pending(self, positions: dict[str, tuple[bool, int | None]]) -> bool:
-        with self.context.moto.lock():
+        with self.context.moto.lock_for(self.mapping.event_source_arn):
             infos = self.source.describe()
         if infos is None:
             return False
@@ -687,7 +687,7 @@ class StreamPoller(Poller):
 
     def status(self) -> dict[str, Any]:
         lags: dict[str, int | None] = {}
-        with self.context.moto.lock():
+        with self.context.moto.lock_for(self.mapping.event_source_arn):
             infos = {info.shard_id: info for info in (self.source.describe() or [])}
             for shard_id, shard in self.shards.items():
                 if shard_id not in infos:
