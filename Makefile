@@ -69,7 +69,7 @@ ifeq ($(BACKEND),emulator-container)
 	@$(BIN)/python docker/healthcheck.py esjoin --url $(CONTAINER_ENDPOINT) >/dev/null || { echo "make:" \
 	  "no emulator container answers at $(CONTAINER_ENDPOINT): make up BACKEND=emulator-container first" >&2; exit 2; }
 endif
-	$(TEST_ENV) $(BIN)/pytest tests/integration -q --backend $(TEST_BACKEND) $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/pytest tests/integration -q --esjoin-backend $(TEST_BACKEND) $(PYTEST_ARGS)
 
 # tests/unit/test_compose_contract.py validates docker-compose.yml with a compose tool when there is
 # one. CI machines have none: as root with apt-get, install Debian's docker-compose 1.29 (about 13 s

@@ -144,10 +144,10 @@ def open_backend(name: str, region: str = "us-east-1", aws_opt_in: bool = False,
         return _open_localstack(region)
     if name == AWS:
         if not aws_opt_in:
-            raise BackendError("the aws backend runs against a real AWS account: pass --aws-opt-in "
-                               "(and --stage with a stage of its own) to confirm")
+            raise BackendError("the aws backend runs against a real AWS account: pass --esjoin-aws-opt-in "
+                               "(and --esjoin-stage with a stage of its own) to confirm")
         if not stage or stage in ("local", "test"):
-            raise BackendError("the aws backend needs its own stage: pass --stage <name> (not 'local'/'test')")
+            raise BackendError("the aws backend needs its own stage: pass --esjoin-stage <name> (not 'local'/'test')")
         return Backend(AWS, aws_target(region, stage), TIMING[AWS])
     raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 

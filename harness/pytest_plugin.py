@@ -1,56 +1,50 @@
-"""pytest plugin (registered as `esjoin` through the pytest11 entry point).
+"""pytest plugin, registered as `esjoin` through the pytest11 entry point: safe in anyone's test suite.
 
-Options: --backend embedded|localstack|aws (or ESJOIN_BACKEND), --aws-opt-in, --stage, --long.
-Fixtures:
-    backend        the session's Backend (embedded: reused if one is up, else started and stopped)
-    stack          the test stage's outputs, bootstrapped once per session (short snapshot horizon)
-    stack_factory  another stage with other settings: stack_factory("broken", snapshot_mode="original")
-    pipeline       a Pipeline on `stack` with a fresh event log
-    new_user       unique user ids per test: new_user("alice") -> "u-<test>-<random>-alice"
-    control        the embedded endpoint's control API (skips the test elsewhere)
-    long_run       True with --long (the generated suite's soak bounds)
+Every option is prefixed, so a project whose own conftest defines `--backend` or `--stage` is not
+disturbed: --esjoin-backend embedded|localstack|aws (or ESJOIN_BACKEND), --esjoin-aws-opt-in,
+--esjoin-stage, --esjoin-long. Nothing here imports the demo application (`infra`, `lambdas`).
+
+Fixtures, for any functions and any stack:
+    esjoin_backend    the session's Backend: embedded (reused if one is up, else started for the
+                      session and stopped at its end), localstack, or aws with the opt-in
+    esjoin_endpoint   the embedded endpoint: its URL, boto3 clients (`.client("sqs")`) and control API
+                      (skips the test on other backends)
+    esjoin_control    the endpoint's control API: faults, history, quiescence, pause and resume
+                      (skips the test on other backends)
 Marker: @pytest.mark.embedded_only("why") skips on other backends and prints why.
+
+The demo pipeline's fixtures (`stack`, `pipeline`, `new_user`, ...) are built on these in the
+repository's tests/integration/conftest.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
-import re
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from harness.backends import AWS, BACKENDS, EMBEDDED, STATE_DIR, Backend, BackendError, open_backend
+from harness.backends import AWS, BACKENDS, EMBEDDED, Backend, BackendError, open_backend
 from harness.control import ControlClient
-from harness.pipeline import Pipeline
 
-# The stage every scenario shares: a 2-second snapshot horizon (the default is 60 s) so snapshots
-# and trims happen within a test; a low snapshot threshold so the trigger asks for them; a short
-# function timeout so a failed SQS message is retried within seconds (visibility = 6 x timeout).
-TEST_SETTINGS: dict[str, Any] = {
-    "shard_count": 2,
-    "snapshot_horizon_seconds": 2,
-    "snapshot_threshold": 5,
-    "function_timeout_seconds": 5,
-    "function_log_level": "INFO",
-}
-DEFAULT_TEST_STAGE = "test"
+BACKEND_OPTION = "--esjoin-backend"
+AWS_OPT_IN_OPTION = "--esjoin-aws-opt-in"
+STAGE_OPTION = "--esjoin-stage"
+LONG_OPTION = "--esjoin-long"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("esjoin", "esjoin integration harness")
-    group.addoption("--backend", choices=BACKENDS, default=os.environ.get("ESJOIN_BACKEND", EMBEDDED),
-                    help="where the integration suites run (default: embedded, or ESJOIN_BACKEND)")
-    group.addoption("--aws-opt-in", action="store_true", default=False,
+    group = parser.getgroup("esjoin", "esjoin: a local AWS endpoint for Kinesis / DynamoDB Streams / SQS / Lambda")
+    group.addoption(BACKEND_OPTION, choices=BACKENDS, default=os.environ.get("ESJOIN_BACKEND", EMBEDDED),
+                    help="where the suites run (default: embedded, or ESJOIN_BACKEND)")
+    group.addoption(AWS_OPT_IN_OPTION, action="store_true", default=False,
                     help="allow the aws backend to create and delete resources in a real AWS account")
-    group.addoption("--stage", default=os.environ.get("ESJOIN_TEST_STAGE"),
-                    help=f"stage name prefix for the test stacks (default: {DEFAULT_TEST_STAGE})")
-    group.addoption("--long", action="store_true", default=False,
-                    help="soak: run the generated (Hypothesis) suite with many more and longer examples")
+    group.addoption(STAGE_OPTION, default=os.environ.get("ESJOIN_TEST_STAGE"),
+                    help="stage name prefix for test stacks (ESJOIN_TEST_STAGE)")
+    group.addoption(LONG_OPTION, action="store_true", default=False,
+                    help="soak: generated (Hypothesis) suites run many more and longer examples")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -59,95 +53,53 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     marker = item.get_closest_marker("embedded_only")
-    if marker is not None and item.config.getoption("--backend") != EMBEDDED:
+    if marker is not None and item.config.getoption(BACKEND_OPTION) != EMBEDDED:
         reason = marker.args[0] if marker.args else "needs the embedded endpoint's control API"
         pytest.skip(f"embedded backend only: {reason}")
 
 
 @pytest.fixture(scope="session")
-def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    name = request.config.getoption("--backend")
+def esjoin_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    name = request.config.getoption(BACKEND_OPTION)
     try:
-        opened = open_backend(name, aws_opt_in=request.config.getoption("--aws-opt-in"),
-                              stage=request.config.getoption("--stage"))
+        opened = open_backend(name, aws_opt_in=request.config.getoption(AWS_OPT_IN_OPTION),
+                              stage=request.config.getoption(STAGE_OPTION))
     except BackendError as error:
         pytest.exit(f"esjoin: backend {name!r} unavailable: {error}", returncode=2)
     yield opened
     opened.stop()
 
 
-@contextlib.contextmanager
-def stage_lock(stage: str) -> Iterator[None]:
-    """One bootstrap of a stage at a time (pytest-xdist workers may share an endpoint)."""
-    STATE_DIR.mkdir(exist_ok=True)
-    with open(STATE_DIR / f"bootstrap-{stage}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+@dataclass
+class EmbeddedEndpoint:
+    """The session's embedded endpoint, for tests of any functions: `url`, `client(service)`, `control`."""
+
+    backend: Backend
+    control: ControlClient
+
+    @property
+    def url(self) -> str:
+        return str(self.backend.endpoint_url)
+
+    def client(self, service: str) -> Any:
+        """A boto3 client for the endpoint, with dummy credentials (never the environment's)."""
+        return self.backend.client(service)
 
 
 @pytest.fixture(scope="session")
-def stack_factory(backend: Backend, request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
-    from infra.bootstrap import apply, teardown
-    from infra.settings import StackSettings
-    from infra.stack import build_stack
-
-    base = request.config.getoption("--stage") or DEFAULT_TEST_STAGE
-    made: dict[str, Any] = {}
-
-    def make(suffix: str = "", **settings: Any) -> Any:
-        stage = f"{base}-{suffix}" if suffix else base
-        values = {**TEST_SETTINGS, **settings, "stage": stage, "region": backend.region}
-        wanted = StackSettings.from_env(environ={}, overrides=values)
-        if stage not in made:
-            stack = build_stack(wanted)
-            with stage_lock(stage):
-                made[stage] = (stack, apply(stack, backend.target, outputs_path=STATE_DIR / f"outputs-{stage}.json"))
-        elif made[stage][0].settings != wanted:
-            # A stage is made once per session: a second caller asking for other settings would
-            # silently run on the first caller's (and pass or fail for the wrong reason).
-            raise ValueError(f"stage {stage!r} was already made with {made[stage][0].settings}; "
-                             f"asked again with {wanted}: use another suffix")
-        return made[stage][1]
-
-    yield make
-    if backend.name != EMBEDDED:  # the embedded endpoint's state goes with it; elsewhere, clean up
-        for stack, _ in made.values():
-            teardown(stack, backend.target, outputs_path=None)
-
-
-@pytest.fixture(scope="session")
-def stack(stack_factory: Callable[..., Any]) -> Any:
-    return stack_factory()
+def esjoin_endpoint(esjoin_backend: Backend) -> EmbeddedEndpoint:
+    if esjoin_backend.control is None:
+        pytest.skip(f"the {esjoin_backend.name} backend is not the embedded endpoint")
+    return EmbeddedEndpoint(esjoin_backend, esjoin_backend.control)
 
 
 @pytest.fixture
-def pipeline(backend: Backend, stack: Any) -> Pipeline:
-    return Pipeline(backend, stack)
-
-
-@pytest.fixture
-def new_user(request: pytest.FixtureRequest) -> Callable[[str], str]:
-    """Unique user ids for this test, readable in failure reports: u-<test>-<run>-<label>."""
-    test = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[-24:]
-    run = uuid.uuid4().hex[:6]
-    return lambda label="user": f"u-{test}-{run}-{label}"
-
-
-@pytest.fixture
-def control(backend: Backend) -> ControlClient:
-    if backend.control is None:
-        pytest.skip(f"the {backend.name} backend has no control API (embedded endpoint only)")
-    return backend.control
-
-
-@pytest.fixture(scope="session")
-def long_run(request: pytest.FixtureRequest) -> bool:
-    return bool(request.config.getoption("--long"))
+def esjoin_control(esjoin_backend: Backend) -> ControlClient:
+    if esjoin_backend.control is None:
+        pytest.skip(f"the {esjoin_backend.name} backend has no control API (embedded endpoint only)")
+    return esjoin_backend.control
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    backend = config.getoption("--backend")
+    backend = config.getoption(BACKEND_OPTION)
     return f"esjoin backend: {backend}" + (" (real AWS account!)" if backend == AWS else "")

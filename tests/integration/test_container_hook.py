@@ -5,7 +5,7 @@ LocalStack's own Python to run it as the image would, e.g. against the host-mode
 
     ESJOIN_LOCALSTACK_ENDPOINT=http://127.0.0.1:4599 \\
     ESJOIN_BOOTSTRAP_PYTHON=/opt/esjoin-localstack/venv/bin/python \\
-    .venv/bin/pytest tests/integration/test_container_hook.py --backend localstack
+    .venv/bin/pytest tests/integration/test_container_hook.py --esjoin-backend localstack
 """
 
 from __future__ import annotations

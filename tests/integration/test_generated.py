@@ -16,7 +16,7 @@ A failing example is shrunk and printed as the steps to replay, e.g.
     state.resend(event=sent_1)
     state.teardown()
 
-CI runs a few short examples, derandomized (the same ones every run); `--long` runs a soak with many
+CI runs a few short examples, derandomized (the same ones every run); `--esjoin-long` runs a soak with many
 more, longer and random ones.
 """
 
