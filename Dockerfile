@@ -1,4 +1,4 @@
-# The embedded endpoint (`python -m emulator`) as an image: docker-compose.yml's `emulator` profile
+# The embedded endpoint (`python -m esjoin.emulator`) as an image: docker-compose.yml's `emulator` profile
 # (`make up BACKEND=emulator-container`; README.md, "Backends"). One port, 4566, bound to every interface
 # inside the container; compose publishes it on the host's 127.0.0.1 only.
 
@@ -25,8 +25,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 
 COPY lambdas ./lambdas
 COPY infra ./infra
-COPY emulator ./emulator
-COPY harness ./harness
+COPY esjoin ./esjoin
 COPY docker/healthcheck.py docker/esjoin-bootstrap.sh ./docker/
 RUN pip install --no-deps -c constraints.txt . \
     && rm -rf build ./*.egg-info
@@ -49,4 +48,4 @@ HEALTHCHECK --interval=3s --timeout=5s --start-period=60s --retries=3 \
 
 # Exec form: the endpoint is PID 1's child under compose's `init: true` (tini), or PID 1 itself, and
 # gets SIGTERM directly; it stops its pollers and workers and exits 0.
-CMD ["python", "-m", "emulator"]
+CMD ["python", "-m", "esjoin.emulator"]

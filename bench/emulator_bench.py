@@ -1,6 +1,6 @@
 """Part `emulator` (issue 2): the embedded endpoint alone, with probe functions instead of the application.
 
-1. Start to ready: spawn `python -m emulator`, poll /_esjoin/health every 5 ms until 200; median of 5.
+1. Start to ready: spawn `python -m esjoin.emulator`, poll /_esjoin/health every 5 ms until 200; median of 5.
 2. Per-call latency through the endpoint vs moto's own ThreadedMotoServer: DynamoDB PutItem and
    GetItem, Kinesis PutRecord, SQS SendMessage, one warm boto3 client per server, calls one at a
    time; rounds alternate between the two servers so a change in machine load hits both alike.
@@ -30,8 +30,8 @@ from typing import Any
 from bench.endpoints import REPO_ROOT, EmbeddedEndpoint, RawMotoServer, client
 from bench.probes import COUNTER, HOP1, HOP2, ProbeResources, count_items, scan_items, wait_for
 from bench.report import Measurement, PartReport, load_average, markdown_table, paced, spread, summary_ms
-from harness.control import ControlClient
-from harness.pipeline import PUT_RECORDS_LIMIT
+from esjoin.testing.control import ControlClient
+from esjoin.testing.pipeline import PUT_RECORDS_LIMIT
 
 READY_TARGET_SECONDS = 1.5
 OVERHEAD_TARGET_PERCENT = 10.0
@@ -71,7 +71,7 @@ def run(quick: bool = False, sections: tuple[str, ...] = ("startup", "calls", "t
     if "throughput" in sections:
         measure_throughput(report, settings)
     report.notes += [
-        "Endpoints: `python -m emulator` (fresh state directory) and moto's ThreadedMotoServer, each in a "
+        "Endpoints: `python -m esjoin.emulator` (fresh state directory) and moto's ThreadedMotoServer, each in a "
         "process of its own on a free port; clients are boto3 in the benchmark's process.",
         "moto's own server answers every request with Connection: close (werkzeug's development "
         "server); ours keeps connections alive, which is part of the difference measured.",
@@ -116,7 +116,7 @@ def measure_startup(report: PartReport, settings: Settings) -> None:
             median = statistics.median(ready)
             report.data["startup"][variant] = {"readySeconds": [round(t, 3) for t in ready], "spread": spread(ready),
                                                "firstCallMs": [round(t, 1) for t in first_call]}
-            name = "start to ready (`python -m emulator`, health 200)" + (
+            name = "start to ready (`python -m esjoin.emulator`, health 200)" + (
                 f", PYTHONDONTWRITEBYTECODE={configured}" if variant == "as configured" else ", bytecode cached")
             report.add(Measurement(name, median, "s", f"< {READY_TARGET_SECONDS} s", median < READY_TARGET_SECONDS,
                                    f"median of {len(ready)}; runs {', '.join(f'{t:.2f}' for t in ready)}; first "

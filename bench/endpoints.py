@@ -1,6 +1,6 @@
 """The endpoints a benchmark measures, each started for it on a free port and stopped after it.
 
-- `EmbeddedEndpoint`: our endpoint as users start it (`python -m emulator`, a fresh state directory),
+- `EmbeddedEndpoint`: our endpoint as users start it (`python -m esjoin.emulator`, a fresh state directory),
   with the time from spawning the process to the first 200 from /_esjoin/health.
 - `RawMotoServer`: moto's own `ThreadedMotoServer` in a process of its own, the baseline the
   gateway's per-call overhead is measured against (same machine, same client, same calls).
@@ -23,8 +23,8 @@ from typing import Any
 
 from botocore.config import Config
 
-from harness.backends import free_port
-from infra.target import local_target
+from esjoin.target import local_target
+from esjoin.testing.backends import free_port
 
 REGION = "us-east-1"
 ACCOUNT_ID = "000000000000"
@@ -61,7 +61,7 @@ def _health_status(port: int, path: str) -> int | None:
 
 @dataclass
 class EmbeddedEndpoint:
-    """`python -m emulator` on a free port with a fresh state directory; `ready_seconds` is start to ready."""
+    """`python -m esjoin.emulator` on a free port with a fresh state directory; `ready_seconds` is start to ready."""
 
     extra_env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
@@ -82,7 +82,7 @@ class EmbeddedEndpoint:
         self.work_dir = Path(tempfile.mkdtemp(prefix=f"esjoin-bench-{self.port}-"))
         env = {key: value for key, value in os.environ.items() if not key.startswith("ESJOIN_")}
         env.update(self.extra_env)
-        command = [sys.executable, "-m", "emulator", "--port", str(self.port),
+        command = [sys.executable, "-m", "esjoin.emulator", "--port", str(self.port),
                    "--state-dir", str(self.work_dir / "state")]
         with open(self.log_path, "wb") as log:
             started = time.perf_counter()

@@ -13,7 +13,7 @@ while events do.
    bound) is reported beside it.
 2. Throughput: 10,000 events for 100 other users pushed as fast as PutRecords (500 a call) takes
    them; events/s = events / (time from the first put until every view row counts all its events).
-3. Zero loss: `harness.checks.assert_converged` on every user of both phases: each view equals the
+3. Zero loss: `esjoin.testing.checks.assert_converged` on every user of both phases: each view equals the
    oracle's fold of what was sent, the endpoint is quiescent and stays so, and snapshots plus the
    events stored above their watermark account for every event (I1, I2).
 Targets: p50 < 100 ms; >= 300 events/s.
@@ -32,15 +32,15 @@ from typing import Any
 from bench.cpu import cpu_since, tree_cpu
 from bench.endpoints import REGION, EmbeddedEndpoint
 from bench.report import Measurement, PartReport, load_average, markdown_table, paced, summary_ms
-from harness.backends import EMBEDDED, TIMING, Backend
-from harness.checks import assert_converged, wait_quiescent
-from harness.control import ControlClient
-from harness.events import logged_in, order_submitted, user_created
-from harness.pipeline import Pipeline
+from esjoin.target import local_target
+from esjoin.testing.backends import EMBEDDED, TIMING, Backend
+from esjoin.testing.checks import assert_converged, wait_quiescent
+from esjoin.testing.control import ControlClient
+from esjoin.testing.events import logged_in, order_submitted, user_created
+from esjoin.testing.pipeline import Pipeline
 from infra.bootstrap import apply
 from infra.settings import StackSettings
 from infra.stack import build_stack
-from infra.target import local_target
 
 P50_TARGET_MS = 100.0
 THROUGHPUT_TARGET = 300.0
@@ -103,7 +103,7 @@ def run(quick: bool = False) -> PartReport:
         "(taken just before its PutItem); the figure is an upper bound (see bench/pipeline_bench.py).",
         f"Throughput: {settings.throughput_events} events for {settings.users} other users, pushed as fast "
         "as PutRecords takes them (500 a call), until every row counts all its events; then "
-        "harness.checks.assert_converged on all users of both phases.",
+        "esjoin.testing.checks.assert_converged on all users of both phases.",
         "CPU ms/event: CPU time of the endpoint process and of each function's worker processes "
         "(/proc), divided by the events of the phase: it moves far less with the machine's load than "
         "wall-clock figures do.",

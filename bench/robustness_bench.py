@@ -73,10 +73,10 @@ from bench.pipeline_bench import (
     verify,
 )
 from bench.report import Measurement, PartReport, load_average, markdown_table, paced, summary_ms
-from harness.checks import wait_quiescent
-from harness.control import ControlClient
-from harness.events import user_created
-from harness.pipeline import Pipeline
+from esjoin.testing.checks import wait_quiescent
+from esjoin.testing.control import ControlClient
+from esjoin.testing.events import user_created
+from esjoin.testing.pipeline import Pipeline
 from infra.stack import visibility_timeout_for
 
 SECTIONS = ("lock_hold", "load", "kill_workers")
@@ -164,8 +164,8 @@ def run(quick: bool = False, sections: tuple[str, ...] = SECTIONS) -> PartReport
         "load and kill_workers: the stack of bench/pipeline_bench.py (infra.bootstrap.apply, 2 shards, "
         f"snapshot_horizon_seconds={settings.horizon_seconds:g}, snapshot_threshold={settings.threshold}); events "
         "are logins and orders for random users, after one user-created event each; one PutRecords call every "
-        f"{settings.batch_interval * 1000:.0f} ms. Zero loss is pipeline_bench.verify (harness.checks.assert_converged "
-        "on every user).",
+        f"{settings.batch_interval * 1000:.0f} ms. Zero loss is pipeline_bench.verify "
+        "(esjoin.testing.checks.assert_converged on every user).",
     ]
     return report
 

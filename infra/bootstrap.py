@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from esjoin.target import AWS, LOCAL, Target, TargetRefused, local_target, resolve_target
 from infra.changes import ChangeReport
 from infra.outputs import DEFAULT_OUTPUTS_PATH, Outputs
 from infra.package import PackageError
@@ -28,7 +29,6 @@ from infra.provision import BootstrapError, Provisioner
 from infra.removal import Remover, TeardownError
 from infra.settings import SettingsError, StackSettings, parse_assignments
 from infra.stack import Stack, build_stack
-from infra.target import AWS, LOCAL, Target, TargetRefused, local_target, resolve_target
 from infra.waits import ResourceFailed, WaitTimeout
 
 log = logging.getLogger("infra")

@@ -21,12 +21,12 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, WaiterError
 
+from esjoin.target import Target
 from infra import changes as c
 from infra.changes import ChangeReport
 from infra.outputs import Outputs
 from infra.package import Package, build_package
 from infra.stack import DYNAMODB_STREAM, KINESIS, SQS, MappingSpec, Stack, function_environment, role_policy
-from infra.target import Target
 from infra.waits import ResourceFailed, WaitTimeout, wait_for
 
 log = logging.getLogger("infra")

@@ -15,11 +15,11 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from esjoin.target import Target
 from infra import changes as c
 from infra.changes import ChangeReport
 from infra.provision import error_code, naming_errors
 from infra.stack import Stack
-from infra.target import Target
 from infra.waits import wait_for
 
 GONE = (

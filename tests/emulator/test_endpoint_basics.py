@@ -41,8 +41,8 @@ def test_health_answers_ready_with_its_services(endpoint: Endpoint, control: Con
 
 
 def test_a_second_endpoint_on_the_same_port_fails_with_a_clear_error(endpoint: Endpoint, tmp_path: Path) -> None:
-    from emulator.config import EmulatorConfig
-    from emulator.server import Emulator
+    from esjoin.emulator.config import EmulatorConfig
+    from esjoin.emulator.server import Emulator
 
     port = endpoint.emulator.config.port
     second = Emulator(EmulatorConfig.from_env(port=port, state_dir=tmp_path))
@@ -56,7 +56,7 @@ def test_a_second_endpoint_on_the_same_port_fails_with_a_clear_error(endpoint: E
 
 def test_python_m_emulator_on_a_busy_port_exits_with_the_reason(endpoint: Endpoint, tmp_path: Path) -> None:
     environment = {**os.environ, "ESJOIN_STATE_DIR": str(tmp_path), "ESJOIN_PORT": str(endpoint.emulator.config.port)}
-    finished = subprocess.run([sys.executable, "-m", "emulator"], cwd=REPO, env=environment, capture_output=True,
+    finished = subprocess.run([sys.executable, "-m", "esjoin.emulator"], cwd=REPO, env=environment, capture_output=True,
                               text=True, timeout=60)
 
     assert finished.returncode == 1, finished
@@ -67,7 +67,7 @@ def test_python_m_emulator_serves_then_stops_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     environment = {**os.environ, "ESJOIN_STATE_DIR": str(tmp_path / "state"), "ESJOIN_PORT": str(port)}
     with (tmp_path / "stderr.log").open("w") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "emulator"], cwd=REPO, env=environment,
+        process = subprocess.Popen([sys.executable, "-m", "esjoin.emulator"], cwd=REPO, env=environment,
                                    stdout=subprocess.PIPE, stderr=stderr, text=True)
     try:
         readable, _, _ = select.select([process.stdout], [], [], 60)

@@ -99,9 +99,9 @@ class Endpoint:
 
 
 def start_endpoint(state_dir: Path, **config: Any) -> Endpoint:
-    """An Emulator on a free port, as `python -m emulator` would run it (ESJOIN_* apply, then `config`)."""
-    from emulator.config import EmulatorConfig
-    from emulator.server import Emulator
+    """An Emulator on a free port, as `python -m esjoin.emulator` would run it (ESJOIN_* apply, then `config`)."""
+    from esjoin.emulator.config import EmulatorConfig
+    from esjoin.emulator.server import Emulator
 
     emulator = Emulator(EmulatorConfig.from_env(port=free_port(), state_dir=state_dir, **config))
     try:

@@ -24,7 +24,7 @@ from test_esm_support import (
     queue_messages,
 )
 
-from emulator.event_source_mapping.payloads import lane_hash
+from esjoin.emulator.event_source_mapping.payloads import lane_hash
 
 
 def test_changes_arrive_in_order_as_aws_dynamodb_stream_events(harness: EngineHarness) -> None:

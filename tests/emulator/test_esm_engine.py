@@ -24,7 +24,7 @@ from test_esm_support import (
     wait_until,
 )
 
-from emulator.lambda_service.invocation import LambdaServiceError
+from esjoin.emulator.invocation import LambdaServiceError
 
 
 def write(harness: EngineHarness, stream: str, numbers: range, keys: int = 3) -> None:

@@ -30,9 +30,9 @@ from test_esm_support import (
     wait_until,
 )
 
-from emulator.event_source_mapping.engine import EventSourceMappingEngine
-from emulator.event_source_mapping.payloads import lane_hash
-from emulator.lambda_service.invocation import LambdaServiceError
+from esjoin.emulator.event_source_mapping.engine import EventSourceMappingEngine
+from esjoin.emulator.event_source_mapping.payloads import lane_hash
+from esjoin.emulator.invocation import LambdaServiceError
 
 
 def write(harness: EngineHarness, stream: str, items: list[tuple[str, int]]) -> list[str]:

@@ -19,7 +19,7 @@ from test_esm_support import (
     wait_until,
 )
 
-from emulator.lambda_service.invocation import InvocationResult, LambdaServiceError
+from esjoin.emulator.invocation import InvocationResult, LambdaServiceError
 
 
 class ChaoticFunction:

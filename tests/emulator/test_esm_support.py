@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emulator.config import EmulatorConfig
-from emulator.event_source_mapping.engine import EventSourceMappingEngine
-from emulator.event_source_mapping.mapping import EventSourceMapping
-from emulator.lambda_service.invocation import UNHANDLED, InvocationOrigin, InvocationResult
-from emulator.moto_backends import MotoBackends
-from emulator.notifier import ChangeNotifier
+from esjoin.emulator.config import EmulatorConfig
+from esjoin.emulator.event_source_mapping.engine import EventSourceMappingEngine
+from esjoin.emulator.event_source_mapping.mapping import EventSourceMapping
+from esjoin.emulator.invocation import UNHANDLED, InvocationOrigin, InvocationResult
+from esjoin.emulator.moto_layer.backends import MotoBackends
+from esjoin.emulator.moto_layer.notifier import ChangeNotifier
 
 REGION = "us-east-1"
 ACCOUNT = "000000000000"
@@ -90,7 +90,7 @@ def kinesis_shards(moto: MotoBackends, stream_arn: str) -> dict[str, Any]:
 def create_table(moto: MotoBackends, range_key: bool = False,
                  view: str = "NEW_AND_OLD_IMAGES") -> tuple[str, str]:
     """A table with a stream; returns (table name, stream ARN)."""
-    from emulator.moto_fixes import table_stream_arn
+    from esjoin.emulator.moto_layer.fixes import table_stream_arn
 
     name = unique("esm-table")
     schema = [{"AttributeName": "pk", "KeyType": "HASH"}]

@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from emulator.event_source_mapping import payloads
-from emulator.event_source_mapping.checkpoints import CheckpointStore, ShardCheckpoint
-from emulator.event_source_mapping.destinations import iso_timestamp
-from emulator.event_source_mapping.pollers.stream import ShardProgress
-from emulator.event_source_mapping.sender import (
+from esjoin.emulator.event_source_mapping import payloads
+from esjoin.emulator.event_source_mapping.checkpoints import CheckpointStore, ShardCheckpoint
+from esjoin.emulator.event_source_mapping.destinations import iso_timestamp
+from esjoin.emulator.event_source_mapping.pollers.stream import ShardProgress
+from esjoin.emulator.event_source_mapping.sender import (
     InvalidBatchResponse,
     OutcomeKind,
     batch_item_failures,
     interpret,
 )
-from emulator.event_source_mapping.timing import PollTiming
-from emulator.lambda_service.invocation import UNHANDLED, InvocationResult
+from esjoin.emulator.event_source_mapping.timing import PollTiming
+from esjoin.emulator.invocation import UNHANDLED, InvocationResult
 
 IDS = ("101", "102", "103")
 

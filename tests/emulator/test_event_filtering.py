@@ -25,7 +25,7 @@ from test_endpoint_support import (
     wait_until,
 )
 
-from emulator.event_source_mapping.filters import MAX_FILTERS, FilterCriteriaError, compile_criteria
+from esjoin.emulator.event_source_mapping.filters import MAX_FILTERS, FilterCriteriaError, compile_criteria
 
 
 def criteria(*patterns: dict[str, Any]) -> dict[str, Any]:

@@ -201,8 +201,8 @@ def test_a_second_endpoint_on_the_same_state_dir_leaves_the_first_one_alone(tmp_
         code_files = sorted(p for p in (tmp_path / "state" / "functions").rglob("*") if p.is_file())
         assert code_files, "the function's code is not under the state dir"
 
-        from emulator.config import EmulatorConfig
-        from emulator.server import Emulator
+        from esjoin.emulator.config import EmulatorConfig
+        from esjoin.emulator.server import Emulator
 
         second = Emulator(EmulatorConfig.from_env(port=free_port_other_than(first), state_dir=tmp_path / "state"))
         try:
@@ -392,7 +392,7 @@ def test_a_malformed_timeout_is_a_validation_error_and_leaves_no_code(endpoint: 
 
 def test_a_long_hold_on_one_table_does_not_stop_writes_to_another(endpoint: Endpoint, dynamodb: Any,
                                                                   kinesis: Any, sqs: Any) -> None:
-    """A Scan page of a big table runs under that table's lock (emulator.moto_lock): while it is held,
+    """A Scan page of a big table runs under that table's lock (esjoin.emulator.moto_layer.lock): while it is held,
     PutItem on another table, Kinesis and SQS are served; PutItem on the same table waits for it."""
     busy, _ = create_table(dynamodb)
     other, _ = create_table(dynamodb)

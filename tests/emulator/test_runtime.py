@@ -20,15 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from emulator.config import EmulatorConfig
-from emulator.lambda_service.invocation import (
+from esjoin.emulator.config import EmulatorConfig
+from esjoin.emulator.invocation import (
     UNHANDLED,
     FunctionSpec,
     InvocationRequest,
     InvocationResult,
     LambdaServiceError,
 )
-from emulator.lambda_service.runtime import LambdaRuntime
+from esjoin.emulator.lambda_service.runtime import LambdaRuntime
 
 ENDPOINT_URL = "http://127.0.0.1:9"  # no test function calls AWS
 REGION = "us-east-1"

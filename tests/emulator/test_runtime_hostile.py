@@ -23,10 +23,10 @@ import test_runtime
 from test_endpoint_support import wait_until as wait_for
 from test_runtime import document, invoke, process_gone
 
-from emulator.lambda_service.invocation import UNHANDLED, FunctionSpec
-from emulator.lambda_service.logs import MAX_EVENT_BYTES, WorkerOutputDecoder, split_message
-from emulator.lambda_service.runtime import LambdaRuntime, function_environment
-from emulator.lambda_service.worker import log_marker
+from esjoin.emulator.invocation import UNHANDLED, FunctionSpec
+from esjoin.emulator.lambda_service.logs import MAX_EVENT_BYTES, WorkerOutputDecoder, split_message
+from esjoin.emulator.lambda_service.runtime import LambdaRuntime, function_environment
+from esjoin.emulator.lambda_service.worker_program import log_marker
 
 KILL_WAIT_SECONDS = 10.0
 

@@ -1,13 +1,13 @@
 """The endpoint's speed patches change no answer, only its cost: each compared with what it replaced.
 
-- emulator.moto_speed patches moto 5.2.5 (DynamoDB response conversion and serialization, AttributeValue
+- esjoin.emulator.moto_layer.speed patches moto 5.2.5 (DynamoDB response conversion and serialization, AttributeValue
   request parsing, Query without deep copies, linear item construction, SQS receive and count
   shortcuts, cached method lists, request ids). It records every function it replaced
   (`moto_speed.REPLACED`); `moto_own_code()` below puts them back for a block, so one run of moto
   answers with its own code and another with the patches, in the same process.
-- emulator.moto_dispatch calls the JSON handlers of DynamoDB, DynamoDB Streams, Kinesis and SQS
+- esjoin.emulator.moto_layer.dispatch calls the JSON handlers of DynamoDB, DynamoDB Streams, Kinesis and SQS
   without Flask; compared with moto's Flask app on the same requests.
-- emulator.http_server parses plain header blocks itself and keeps connections alive; compared with
+- esjoin.emulator.http.server parses plain header blocks itself and keeps connections alive; compared with
   http.client.parse_headers, and driven over a raw socket.
 
 Answers are compared byte for byte where nothing in them is volatile (DynamoDB data-plane answers);
@@ -45,10 +45,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from emulator import moto_fixes, moto_speed
-from emulator.http_server import EndpointServer, KeepAliveRequestHandler
-from emulator.moto_dispatch import MotoDispatch
-from emulator.notifier import ChangeNotifier
+from esjoin.emulator.http.server import EndpointServer, KeepAliveRequestHandler
+from esjoin.emulator.moto_layer import fixes as moto_fixes
+from esjoin.emulator.moto_layer import speed as moto_speed
+from esjoin.emulator.moto_layer.dispatch import MotoDispatch
+from esjoin.emulator.moto_layer.notifier import ChangeNotifier
 
 ACCOUNT = "123456789012"
 ORIGINAL_REGION = "us-east-1"  # where moto's own code answers
@@ -99,7 +100,7 @@ def speed_patches() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def moto_app(speed_patches: None) -> Any:
-    """moto's own WSGI app (DomainDispatcherApplication), as emulator.moto_backends builds it."""
+    """moto's own WSGI app (DomainDispatcherApplication), as esjoin.emulator.moto_layer.backends builds it."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     return DomainDispatcherApplication(create_backend_app)
@@ -122,7 +123,7 @@ def _install(owner: Any, name: str, value: Any) -> None:
 
 @contextlib.contextmanager
 def moto_own_code() -> Iterator[None]:
-    """moto as it was before emulator.moto_speed, for the block: every replaced function put back.
+    """moto as it was before esjoin.emulator.moto_layer.speed, for the block: every replaced function put back.
     (Not thread-safe: nothing else in this module touches moto meanwhile.)"""
     patched = [(entry, _current(entry.owner, entry.name)) for entry in moto_speed.REPLACED]
     for entry, _ in patched:
@@ -915,7 +916,7 @@ def test_direct_dispatch_answers_a_handler_s_exceptions_as_flask_does(
 
 def test_requests_the_direct_path_does_not_take_reach_moto_s_app(moto_app: Any) -> None:
     """An Origin (CORS), a method other than POST, another path or another service: moto's app."""
-    from emulator.moto_dispatch import direct_handler
+    from esjoin.emulator.moto_layer.dispatch import direct_handler
 
     base = {"REQUEST_METHOD": "POST", "PATH_INFO": "/", "HTTP_X_AMZ_TARGET": f"{DYNAMODB}.GetItem"}
     assert direct_handler(base) is not None

@@ -26,10 +26,10 @@ from typing import Any
 import pytest
 from integration_support import Faults
 
-from harness.backends import EMBEDDED, STATE_DIR, Backend
-from harness.control import ControlClient
-from harness.pipeline import Pipeline
-from harness.pytest_plugin import LONG_OPTION, STAGE_OPTION
+from esjoin.testing.backends import EMBEDDED, STATE_DIR, Backend
+from esjoin.testing.control import ControlClient
+from esjoin.testing.pipeline import Pipeline
+from esjoin.testing.pytest_plugin import LONG_OPTION, STAGE_OPTION
 
 # The stage every scenario shares: a 2-second snapshot horizon (the default is 60 s) so snapshots
 # and trims happen within a test; a low snapshot threshold so the trigger asks for them; a short

@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.checks import failure_report
-from harness.control import ControlClient
-from harness.pipeline import Pipeline
-from harness.waits import eventually
+from esjoin.testing.checks import failure_report
+from esjoin.testing.control import ControlClient
+from esjoin.testing.pipeline import Pipeline
+from esjoin.testing.waits import eventually
 
 # -- waits ------------------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.backends import AWS, Backend
+from esjoin.testing.backends import AWS, Backend
 from infra.bootstrap import read_outputs, teardown
 from infra.outputs import Outputs
 from infra.settings import StackSettings

@@ -10,8 +10,8 @@ from __future__ import annotations
 import itertools
 import random
 
-from harness.checks import assert_converged
-from harness.events import logged_in, now_ms, order_submitted, user_created
+from esjoin.testing.checks import assert_converged
+from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
 
 USERS = 12
 SEED = 20240611  # the interleaving is random but the same on every run

@@ -22,9 +22,9 @@ from integration_support import (
     wait_until,
 )
 
-from harness.checks import assert_converged
-from harness.events import logged_in, now_ms, order_submitted, user_created
-from harness.pipeline import Pipeline
+from esjoin.testing.checks import assert_converged
+from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
+from esjoin.testing.pipeline import Pipeline
 
 
 def test_a_producer_retry_counts_once_also_after_its_first_copies_were_trimmed(pipeline, new_user):

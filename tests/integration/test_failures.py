@@ -26,8 +26,8 @@ from integration_support import (
     wait_for_view_count,
 )
 
-from harness.checks import assert_converged
-from harness.events import logged_in, now_ms, order_submitted, user_created
+from esjoin.testing.checks import assert_converged
+from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
 
 pytestmark = pytest.mark.embedded_only("injects function and request faults through the control API")
 

@@ -40,10 +40,10 @@ from hypothesis.stateful import (
 )
 from integration_support import Faults, snapshot_write_marker
 
-from harness.checks import assert_converged, failure_report, problems_at_quiescence
-from harness.events import logged_in, now_ms, order_submitted, user_created
-from harness.oracle import KNOWN_TYPES, USER_CREATED, USER_LOGGED_IN
-from harness.pipeline import EventLog, Pipeline
+from esjoin.testing.checks import assert_converged, failure_report, problems_at_quiescence
+from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
+from esjoin.testing.oracle import KNOWN_TYPES, USER_CREATED, USER_LOGGED_IN
+from esjoin.testing.pipeline import EventLog, Pipeline
 
 USERS = 3
 KINDS = KNOWN_TYPES

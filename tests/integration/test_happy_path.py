@@ -2,8 +2,8 @@
 
 from integration_support import wait_for_view_count
 
-from harness.checks import assert_converged
-from harness.events import logged_in, order_submitted, user_created
+from esjoin.testing.checks import assert_converged
+from esjoin.testing.events import logged_in, order_submitted, user_created
 
 
 def test_users_logins_and_orders_fold_into_view_rows(pipeline, new_user):

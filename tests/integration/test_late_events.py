@@ -10,9 +10,9 @@ from integration_support import (
     wait_for_view_count,
 )
 
-from harness.checks import assert_converged, problems_at_quiescence
-from harness.events import logged_in, now_ms, order_submitted, user_created
-from harness.pipeline import Pipeline
+from esjoin.testing.checks import assert_converged, problems_at_quiescence
+from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
+from esjoin.testing.pipeline import Pipeline
 
 
 def late_events_after_a_snapshot(pipeline: Pipeline, user: str) -> None:

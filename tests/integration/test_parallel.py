@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from integration_support import history_mark, invocations, kinesis_event_id
 
-from harness.checks import assert_converged
-from harness.events import logged_in, now_ms, order_submitted, user_created
-from harness.oracle import user_of
-from harness.pipeline import Pipeline
+from esjoin.testing.checks import assert_converged
+from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
+from esjoin.testing.oracle import user_of
+from esjoin.testing.pipeline import Pipeline
 
 PARALLEL_STAGE = {"shard_count": 3, "parallelization_factor": 4}
 USERS = 24

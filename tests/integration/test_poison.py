@@ -14,8 +14,8 @@ import json
 
 from integration_support import kinesis_event_id, put_mixed, shard_of, user_on_shard, wait_for_failure_message
 
-from harness.checks import assert_converged
-from harness.events import logged_in, new_id, now_ms, order_submitted, user_created
+from esjoin.testing.checks import assert_converged
+from esjoin.testing.events import logged_in, new_id, now_ms, order_submitted, user_created
 
 
 def test_poison_records_go_to_the_failure_queue_and_the_shard_keeps_moving(pipeline, new_user):

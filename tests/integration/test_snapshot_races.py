@@ -27,9 +27,9 @@ from integration_support import (
     wait_until,
 )
 
-from harness.checks import assert_converged, problems_at_quiescence
-from harness.events import logged_in, now_ms, order_submitted, user_created
-from harness.pipeline import Pipeline
+from esjoin.testing.checks import assert_converged, problems_at_quiescence
+from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
+from esjoin.testing.pipeline import Pipeline
 
 HELD_SECONDS = 2.0
 """How long the slow snapshot's PutItem is held: long enough for three events to cross the pipeline

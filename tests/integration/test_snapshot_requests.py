@@ -19,9 +19,9 @@ from integration_support import (
     wait_until,
 )
 
-from harness.checks import assert_converged
-from harness.events import logged_in, now_ms, order_submitted, user_created
-from harness.pipeline import Pipeline
+from esjoin.testing.checks import assert_converged
+from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
+from esjoin.testing.pipeline import Pipeline
 
 MANUAL_SNAPSHOTS = {"snapshot_threshold": 1_000_000}
 """A stage whose trigger never asks for a snapshot: only the scenario does, so it knows what each

@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 import typer
 
-from harness import cli
-from harness.backends import answers_health, free_port
-from harness.control import ControlClient
-from harness.health import Probe, ProbeKind, probe_health
+from esjoin import cli
+from esjoin.testing.backends import answers_health, free_port
+from esjoin.testing.control import ControlClient
+from esjoin.testing.health import Probe, ProbeKind, probe_health
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = 0.3  # seconds: a socket that never answers is SLOW after this

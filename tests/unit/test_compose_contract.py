@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 import yaml
 
-from harness import cli, localstack_container
-from harness.backends import DEFAULT_ENDPOINT, STATE_DIR
+from esjoin import cli
+from esjoin.target import Clients
+from esjoin.testing import localstack_container
+from esjoin.testing.backends import DEFAULT_ENDPOINT, STATE_DIR
 from infra.settings import StackSettings
-from infra.target import Clients
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

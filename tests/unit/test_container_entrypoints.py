@@ -26,9 +26,10 @@ import pytest
 import typer
 import yaml
 
-from harness import cli, localstack_container
-from harness.backends import BackendError, free_port
-from harness.cli import FAILED, READY, WAITING, service_status
+from esjoin import cli
+from esjoin.cli import FAILED, READY, WAITING, service_status
+from esjoin.testing import localstack_container
+from esjoin.testing.backends import BackendError, free_port
 from infra.bootstrap import read_outputs
 from infra.outputs import Outputs
 from infra.settings import StackSettings

@@ -17,8 +17,8 @@ from botocore.config import Config
 from botocore.exceptions import HTTPClientError
 from urllib3.util import Url
 
-from infra import target as target_module
-from infra.target import LOCAL, Target, TargetRefused, is_local_host, local_target
+from esjoin import target as target_module
+from esjoin.target import LOCAL, Target, TargetRefused, is_local_host, local_target
 
 ONE_ATTEMPT = Config(retries={"mode": "standard", "max_attempts": 1})  # no backoff after a recorded connect
 

@@ -14,12 +14,12 @@ import pytest
 
 moto = pytest.importorskip("moto")
 
+from esjoin.target import LOCAL, Clients, Target  # noqa: E402
 from infra import bootstrap  # noqa: E402
 from infra import changes as c  # noqa: E402
 from infra.provision import NotDeployed  # noqa: E402
 from infra.settings import StackSettings  # noqa: E402
 from infra.stack import Stack, build_stack  # noqa: E402
-from infra.target import LOCAL, Clients, Target  # noqa: E402
 
 
 class _EnabledStreams:

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infra import bootstrap
-from infra.target import (
+from esjoin.target import (
     AWS,
     LOCAL,
     Target,
@@ -18,6 +17,7 @@ from infra.target import (
     local_target,
     resolve_target,
 )
+from infra import bootstrap
 
 
 @pytest.mark.parametrize(
@@ -158,7 +158,7 @@ def test_cli_refusals_exit_2_with_one_line_before_any_call(
     def no_clients(*_: object) -> None:
         raise AssertionError("a refused run must not build clients")
 
-    monkeypatch.setattr("infra.target.Target.clients", no_clients)
+    monkeypatch.setattr("esjoin.target.Target.clients", no_clients)
     assert bootstrap.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("bootstrap: refused: ")

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import WaiterError
 
+from esjoin.target import LOCAL, Target
 from infra.provision import Provisioner
 from infra.settings import StackSettings
 from infra.stack import build_stack
-from infra.target import LOCAL, Target
 from infra.waits import ResourceFailed, WaitTimeout, wait_for
 
 

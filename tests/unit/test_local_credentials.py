@@ -18,9 +18,9 @@ import pytest
 from botocore.awsrequest import AWSPreparedRequest
 from botocore.exceptions import BotoCoreError
 
-from harness.backends import EMBEDDED, TIMING, Backend, free_port
+from esjoin.target import local_target
+from esjoin.testing.backends import EMBEDDED, TIMING, Backend, free_port
 from infra import bootstrap
-from infra.target import local_target
 
 ROOT = Path(__file__).resolve().parents[2]
 ENDPOINT = "http://127.0.0.1:4566"

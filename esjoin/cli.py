@@ -1,0 +1,471 @@
+"""The `esjoin` command line: run the pipeline locally, send events, read the views.
+
+    esjoin up [--backend embedded|localstack|emulator-container]   start + bootstrap + print outputs
+    esjoin send                      the original example's sample events through the `command` function
+    esjoin views [USER...]           view rows
+    esjoin status | down | logs
+    esjoin bootstrap apply|outputs|teardown ...   (infra.bootstrap's own command line)
+    esjoin emulator start [--port ...]            the embedded endpoint in the foreground
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from esjoin.testing.backends import (
+    DEFAULT_ENDPOINT,
+    EMBEDDED,
+    LOCALSTACK,
+    STATE_DIR,
+    TIMING,
+    Backend,
+    BackendError,
+    answers_health,
+    start_embedded,
+    tail,
+)
+from esjoin.testing.control import ControlClient
+from esjoin.testing.health import Probe, ProbeKind, probe_health
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="esjoin: run and test the event-sourcing pipeline on a local AWS endpoint")
+emulator_app = typer.Typer(no_args_is_help=True, help="the embedded AWS endpoint")
+app.add_typer(emulator_app, name="emulator")
+# Outside a terminal (make, CI logs) rich would wrap at 80 columns; the views table needs more.
+console = Console(width=shutil.get_terminal_size((140, 40)).columns)
+err = Console(stderr=True)
+
+EMULATOR_CONTAINER = "emulator-container"  # up/down/logs only: the tests drive the container as `embedded`
+PID_FILE = STATE_DIR / "emulator.pid"
+LOG_FILE = STATE_DIR / "emulator.log"
+OUTPUTS = STATE_DIR / "outputs.json"
+COMPOSE_PROFILES = {LOCALSTACK: "localstack", EMULATOR_CONTAINER: "emulator"}
+COMPOSE_SERVICES = {LOCALSTACK: ("localstack",), EMULATOR_CONTAINER: ("emulator", "bootstrap")}
+"""What each profile starts; tests/unit/test_compose_contract.py keeps it equal to docker-compose.yml."""
+COMPOSE_WAIT_SECONDS = 600.0
+"""ESJOIN_COMPOSE_WAIT_SECONDS: a first LocalStack start pulls images before its hook can bootstrap."""
+READY, WAITING, FAILED = "ready", "waiting", "failed"
+STARTING_WAIT_SECONDS = 30.0
+"""How long `esjoin up` waits on an endpoint that says it is starting (start_embedded's own deadline)."""
+
+BackendOption = Annotated[str, typer.Option("--backend", "-b", envvar=["ESJOIN_BACKEND", "BACKEND"],
+                                            help="embedded (default) | localstack | emulator-container")]
+StageOption = Annotated[str, typer.Option("--stage", envvar="ESJOIN_STAGE", help="stage name prefix")]
+EndpointOption = Annotated[str | None, typer.Option(
+    "--endpoint", envvar="ESJOIN_ENDPOINT", help="endpoint URL (default: http://127.0.0.1:$ESJOIN_PORT, or 4566)")]
+
+
+def demo_project() -> Path:
+    """The checkout that holds the demo application (infra/, lambdas/), put first on sys.path: the commands
+    that deploy or read the demo stack import it from there, as it is not installed with the tool."""
+    for directory in (Path.cwd(), *Path.cwd().parents):
+        if (directory / "infra" / "bootstrap.py").is_file() and (directory / "lambdas").is_dir():
+            if str(directory) not in sys.path:
+                sys.path.insert(0, str(directory))
+            return directory
+    raise fail("no esjoin checkout here (infra/ and lambdas/ in this directory or above it): run this command "
+               "from the repository; it deploys or reads the demo stack", 2)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]esjoin:[/] {message}")
+    return typer.Exit(code)
+
+
+# -- the embedded endpoint ---------------------------------------------------------------------
+
+
+@emulator_app.command("start", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def emulator_start(ctx: typer.Context) -> None:
+    """Run the endpoint in the foreground (flags: --host --port --region --timing --state-dir -v)."""
+    from esjoin.emulator.__main__ import main
+
+    raise typer.Exit(main(list(ctx.args)))
+
+
+def running_pid() -> int | None:
+    try:
+        pid = int(PID_FILE.read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_embedded(endpoint: str) -> str:
+    """An embedded endpoint answering at `endpoint`: reuse it, or start one in the background, but only
+    where nothing listens. A port that accepts connections and does not answer in time may be a busy
+    endpoint: starting a second one there would fail, or bootstrap the stack into the wrong one."""
+    probe = probe_health(endpoint)
+    if probe.kind is ProbeKind.STARTING:
+        probe = await_started(endpoint, STARTING_WAIT_SECONDS)
+    if probe.kind is ProbeKind.READY:
+        console.print(f"embedded endpoint already running at {endpoint}")
+        return endpoint
+    if probe.kind is ProbeKind.NOT_ESJOIN and answers_health(endpoint, "/_localstack/health"):
+        raise fail(f"{endpoint} is LocalStack, not the embedded endpoint: stop it or set ESJOIN_ENDPOINT "
+                   f"to another port (e.g. http://127.0.0.1:4567)")
+    if probe.kind is not ProbeKind.NOT_LISTENING:
+        raise fail(f"{probe.describe()}; not starting another endpoint there. Stop what holds the port, or set "
+                   "ESJOIN_ENDPOINT to another port (e.g. http://127.0.0.1:4567)")
+    port = urlsplit(endpoint).port
+    if port is None:
+        raise fail(f"{endpoint} names no port to start the embedded endpoint on (e.g. http://127.0.0.1:4566)")
+    started = time.monotonic()
+    try:
+        process, endpoint = start_embedded(port, STATE_DIR / "emulator", LOG_FILE, detach=True)
+    except BackendError as error:
+        raise fail(str(error)) from None
+    PID_FILE.write_text(f"{process.pid}\n")
+    console.print(f"embedded endpoint started at {endpoint} (pid {process.pid}, ready in "
+                  f"{time.monotonic() - started:.1f}s, log {LOG_FILE})")
+    return endpoint
+
+
+def await_started(endpoint: str, seconds: float) -> Probe:
+    """Probe until the endpoint stops saying "starting" (another `esjoin up` started it a moment ago)."""
+    console.print(f"an embedded endpoint is starting at {endpoint}; waiting up to {seconds:.0f}s for it")
+    deadline = time.monotonic() + seconds
+    probe = probe_health(endpoint)
+    while probe.kind is ProbeKind.STARTING and time.monotonic() < deadline:
+        time.sleep(0.1)  # another process's start-up: nothing to wait on from here but its answers
+        probe = probe_health(endpoint)
+    return probe
+
+
+def local_endpoint(endpoint: str | None) -> str:
+    """The endpoint to use, or exit 2 if the guard refuses it: the CLI sends nothing to a host that is not local.
+
+    One setting wins everywhere: `--endpoint` or ESJOIN_ENDPOINT if given, else http://127.0.0.1:$ESJOIN_PORT
+    (the port the endpoint itself reads), else the default. Both naming different ports is an error, not a guess."""
+    from esjoin.target import TargetRefused, allowed_hosts, check_local_endpoint
+
+    port = os.environ.get("ESJOIN_PORT", "").strip()
+    if endpoint is None:
+        endpoint = f"http://127.0.0.1:{port}" if port else DEFAULT_ENDPOINT
+    elif port and str(urlsplit(endpoint.strip()).port or "") != port:
+        raise fail(f"ESJOIN_PORT={port} and the endpoint {endpoint} (--endpoint or ESJOIN_ENDPOINT) name different "
+                   "ports: set one of them", 2)
+    try:
+        check_local_endpoint(endpoint.strip(), allowed_hosts())
+    except TargetRefused as error:
+        raise fail(str(error), 2) from None
+    return endpoint.strip().rstrip("/")
+
+
+def stop_embedded() -> None:
+    pid = running_pid()
+    if pid is None:
+        PID_FILE.unlink(missing_ok=True)
+        console.print("no embedded endpoint started by `esjoin up` is running")
+        return
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and running_pid() == pid:
+        time.sleep(0.1)  # waiting on another process's exit: no event to wait on from here
+    if running_pid() == pid:
+        os.killpg(pid, signal.SIGKILL)
+    PID_FILE.unlink(missing_ok=True)
+    console.print(f"embedded endpoint stopped (pid {pid})")
+
+
+# -- containers ---------------------------------------------------------------------------------
+
+
+def compose(*args: str) -> list[str]:
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose", *args]
+    if shutil.which("docker-compose"):
+        return ["docker-compose", *args]
+    raise fail("neither `docker compose` nor `docker-compose` is installed; the embedded backend needs neither "
+               "(`make up`)")
+
+
+def compose_up(backend: str, stage: str) -> None:
+    """Start the profile and wait until its stack is bootstrapped. Not `up --wait`: compose v1 (Debian's
+    docker-compose 1.29) has no --wait, and v2's exits 1 when a one-shot service such as `bootstrap`
+    exits 0 (https://github.com/docker/compose/issues/10596). `--build`, or an image built from an
+    older checkout would run silently."""
+    command = compose("--profile", COMPOSE_PROFILES[backend], "up", "-d", "--build")
+    console.print("$ " + " ".join(command))
+    if subprocess.run(command, env={**os.environ, "ESJOIN_STAGE": stage}).returncode != 0:
+        raise fail(f"`{' '.join(command)}` failed; `esjoin logs --backend {backend}` shows why")
+    wait_for_services(backend)
+
+
+def service_status(state: dict[str, Any] | None) -> tuple[str, str]:
+    """(READY | WAITING | FAILED, why) from `docker inspect`'s State: a service with a healthcheck must
+    turn healthy (docker/healthcheck.py prints FAILED when it never will), one without must exit 0."""
+    if state is None:
+        return WAITING, "no container yet"
+    health, status = state.get("Health"), state.get("Status")
+    if status in ("exited", "dead"):
+        code = state.get("ExitCode")
+        if code == 0 and not health:
+            return READY, "completed"
+        return FAILED, f"exited with status {code}"
+    if not health:
+        return WAITING, status or "unknown"
+    last = ((health.get("Log") or [{}])[-1].get("Output") or "").strip()
+    if health.get("Status") == "healthy":
+        return READY, last or "healthy"
+    if health.get("Status") == "unhealthy" or last.startswith("FAILED"):
+        return FAILED, last or "unhealthy"
+    return WAITING, last or health.get("Status", "starting")
+
+
+def wait_for_services(backend: str) -> None:
+    base = compose()
+    if not shutil.which("docker"):
+        raise fail("waiting on the containers needs the docker CLI (`docker inspect`)")
+    seconds = float(os.environ.get("ESJOIN_COMPOSE_WAIT_SECONDS") or COMPOSE_WAIT_SECONDS)
+    deadline, pending, shown = time.monotonic() + seconds, list(COMPOSE_SERVICES[backend]), {}
+    while pending:
+        for service in list(pending):
+            ids = subprocess.run([*base, "--profile", COMPOSE_PROFILES[backend], "ps", "-a", "-q", service],
+                                 capture_output=True, text=True).stdout.split()
+            inspected = subprocess.run(["docker", "inspect", "--format", "{{json .State}}", *ids[:1]],
+                                       capture_output=True, text=True) if ids else None
+            state = json.loads(inspected.stdout) if inspected and inspected.returncode == 0 else None
+            status, why = service_status(state)
+            if status == FAILED:
+                raise fail(f"{service}: {why}; `esjoin logs --backend {backend}` shows why")
+            if status == READY:
+                pending.remove(service)
+            if shown.get(service) != why:
+                console.print(f"{service}: {why}", highlight=False)
+                shown[service] = why
+        if pending and time.monotonic() > deadline:
+            raise fail(f"{', '.join(pending)} not ready after {seconds:.0f}s (ESJOIN_COMPOSE_WAIT_SECONDS); "
+                       f"`esjoin logs --backend {backend}` shows why")
+        if pending:
+            time.sleep(1)  # other processes' containers: nothing to wait on from here but their state
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def stack_settings(stage: str, assignments: list[str]) -> Any:
+    demo_project()
+    from infra.settings import StackSettings, parse_assignments
+
+    return StackSettings.from_env(overrides={"stage": stage, **parse_assignments(assignments)})
+
+
+@app.command()
+def up(backend: BackendOption = EMBEDDED, stage: StageOption = "local", endpoint: EndpointOption = None,
+       set_: Annotated[list[str] | None, typer.Option("--set", help="stack setting KEY=VALUE")] = None) -> None:
+    """Start the backend, bootstrap the stack, print where everything is."""
+    demo_project()
+    from infra.bootstrap import apply, read_outputs
+    from infra.stack import build_stack
+
+    endpoint = local_endpoint(endpoint)
+    STATE_DIR.mkdir(exist_ok=True)
+    if backend == EMBEDDED:
+        endpoint = ensure_embedded(endpoint)
+    elif backend in COMPOSE_PROFILES:
+        compose_up(backend, stage)
+    else:
+        raise fail(f"unknown backend {backend!r}: embedded, localstack or emulator-container", 2)
+    stack = build_stack(stack_settings(stage, set_ or []))
+    started = time.monotonic()
+    if backend == LOCALSTACK:  # the container's init hook bootstrapped it; read what is there
+        outputs = read_outputs(stack, endpoint, outputs_path=OUTPUTS)
+    else:
+        outputs = apply(stack, endpoint, outputs_path=OUTPUTS)
+    console.print(f"stack '{stage}' on {endpoint}: {outputs.summary} ({time.monotonic() - started:.1f}s)")
+    print_outputs(outputs)
+    aws = (f"AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test aws --endpoint-url {endpoint} --region "
+           f"{outputs.region} dynamodb scan --table-name {outputs.tables['views']['name']}")
+    for line in ("", "next:",
+                 "  make demo                    # the sample events through the pipeline, then the view rows",
+                 "  .venv/bin/esjoin views       # every view row",
+                 f"  {aws}",
+                 "  make test                    # every test",
+                 "  make down                    # stop it"):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+def print_outputs(outputs: Any) -> None:
+    rows = [("stream", outputs.stream["name"], outputs.stream["arn"])]
+    rows += [(f"table {k}", v["name"], v.get("streamArn") or v["arn"]) for k, v in outputs.tables.items()]
+    rows += [(f"queue {k}", v["name"], v["url"]) for k, v in outputs.queues.items()]
+    rows += [(f"function {k}", v["name"], v["arn"]) for k, v in outputs.functions.items()]
+    rows += [(f"mapping {k}", v["uuid"], v["source"]) for k, v in outputs.mappings.items()]
+    width = max(len(r[0]) for r in rows)
+    console.print(f"outputs (also in {OUTPUTS}):", highlight=False)
+    for kind, name, where in rows:
+        console.print(f"  {kind:<{width}}  {name}  {where}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def down(backend: BackendOption = EMBEDDED) -> None:
+    """Stop what `esjoin up` started."""
+    if backend == EMBEDDED:
+        stop_embedded()
+    elif backend in COMPOSE_PROFILES:
+        subprocess.run(compose("--profile", COMPOSE_PROFILES[backend], "down", "-v"), check=False)
+    else:
+        raise fail(f"unknown backend {backend!r}", 2)
+
+
+@app.command()
+def status(backend: BackendOption = EMBEDDED, endpoint: EndpointOption = None) -> None:
+    """Is the endpoint up, is the stack there, is the pipeline quiet?"""
+    endpoint = local_endpoint(endpoint)
+    probe = probe_health(endpoint)  # embedded, or its container: same control API
+    answers = probe.kind in (ProbeKind.NOT_ESJOIN, ProbeKind.STARTING, ProbeKind.READY)
+    if backend != LOCALSTACK and probe.kind is ProbeKind.READY:
+        control = ControlClient(endpoint, timeout=2)
+        console.print_json(json.dumps({"health": probe.health, "quiescence": control.quiescence(),
+                                       "pid": running_pid()}))
+    elif answers and answers_health(endpoint, "/_localstack/health"):
+        console.print(f"LocalStack answers at {endpoint}")
+    elif probe.kind is ProbeKind.NOT_LISTENING:
+        raise fail(f"{probe.describe()}; `make up` starts the embedded endpoint")
+    else:
+        raise fail(probe.describe())
+    if OUTPUTS.is_file():
+        console.print(f"outputs: {OUTPUTS} (stage {json.loads(OUTPUTS.read_text())['stage']})")
+
+
+@app.command()
+def logs(backend: BackendOption = EMBEDDED, lines: int = 100, endpoint: EndpointOption = None,
+         function: Annotated[str | None, typer.Option(
+             "--function", "-f", help="a function's CloudWatch Logs instead: command, consumer, trigger, snapshot, "
+             "trim (or a full name)")] = None,
+         follow: Annotated[bool, typer.Option(help="with --function: keep printing new lines")] = False) -> None:
+    """The endpoint's log (embedded), the containers' logs, or a function's log (--function)."""
+    endpoint = local_endpoint(endpoint)
+    if function:
+        function_logs(endpoint, function, lines, follow)
+    elif backend == EMBEDDED:
+        if not LOG_FILE.is_file():
+            raise fail(f"no log at {LOG_FILE}")
+        console.print(tail(LOG_FILE, lines))
+    else:
+        subprocess.run(compose("--profile", COMPOSE_PROFILES.get(backend, backend), "logs", "--tail", str(lines)))
+
+
+def function_logs(endpoint: str, function: str, lines: int, follow: bool) -> None:
+    """`aws logs tail /aws/lambda/<fn> [--follow]` for any AWS CLI: FilterLogEvents, polled."""
+    pipeline = open_pipeline(endpoint)
+    name = pipeline.outputs.functions.get(function, {}).get("name", function)
+    client = pipeline.backend.client("logs")
+    group, start, seen = f"/aws/lambda/{name}", 0, set()
+    while True:
+        events, kwargs = [], {"logGroupName": group, "startTime": start}
+        try:
+            while True:
+                page = client.filter_log_events(**kwargs)
+                events.extend(page["events"])
+                if not page.get("nextToken"):
+                    break
+                kwargs["nextToken"] = page["nextToken"]
+        except client.exceptions.ResourceNotFoundException:
+            events = []  # no invocation yet: the group appears with the first one
+        fresh = [e for e in sorted(events, key=lambda e: e["timestamp"]) if e["eventId"] not in seen]
+        for event in fresh if start else fresh[-lines:]:  # the first page: the last `lines` only
+            stamp = time.strftime("%H:%M:%S", time.gmtime(event["timestamp"] / 1000))
+            console.print(f"{stamp} {event['logStreamName'][-8:]} {event['message'].rstrip()}", highlight=False,
+                          markup=False, soft_wrap=True)
+        seen.update(e["eventId"] for e in fresh)
+        if not follow:
+            return
+        start = max([start, *(e["timestamp"] for e in fresh)])
+        time.sleep(1)  # follow mode polls once a second, as `aws logs tail --follow` does
+
+
+def open_pipeline(endpoint: str) -> Any:
+    from esjoin.target import local_target
+    from esjoin.testing.pipeline import Pipeline
+
+    demo_project()
+    from infra.outputs import Outputs
+
+    if not OUTPUTS.is_file():
+        raise fail(f"no {OUTPUTS}: run `make up` first")
+    outputs = Outputs.load(OUTPUTS)
+    endpoint = outputs.endpoint or endpoint
+    backend = Backend(EMBEDDED, local_target(endpoint, outputs.region), TIMING[EMBEDDED])
+    return Pipeline(backend, outputs)
+
+
+@app.command()
+def send(endpoint: EndpointOption = None,
+         deadline: Annotated[float, typer.Option(help="seconds to wait for the views")] = 60) -> None:
+    """Send the original example's sample events (two users) through `command`, print the views."""
+    endpoint = local_endpoint(endpoint)
+    from esjoin.testing.checks import differences
+    from esjoin.testing.events import sample_events
+    from esjoin.testing.waits import WaitTimeout, eventually
+
+    pipeline = open_pipeline(endpoint)
+    prefix = f"demo-{time.strftime('%H%M%S')}"
+    events = sample_events(prefix)
+    pipeline.log.record(events, "command")
+    result = pipeline.command({"events": events})
+    console.print(f"command function sent {result.get('sent')} events to {pipeline.outputs.stream['name']}")
+    users = pipeline.log.users()
+    try:
+        eventually(lambda: not differences(pipeline, users), expected="the view rows to reflect the events",
+                   deadline=deadline, interval=0.05)
+    except WaitTimeout as error:
+        raise fail(str(error)) from None
+    print_views(pipeline.views(users))
+
+
+def print_views(rows: dict[str, dict[str, Any]]) -> None:
+    table = Table(title="view rows")
+    for column in ("id", "name", "lastLogin", "recentOrderCount", "eventCount", "snapshotVersion"):
+        table.add_column(column)
+    for row in sorted(rows.values(), key=lambda r: r["id"]):
+        last_login = row.get("lastLogin")
+        shown = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(last_login / 1000)) if last_login else "-"
+        table.add_row(row["id"], str(row.get("name")), shown, str(row.get("recentOrderCount")),
+                      str(row.get("eventCount")), str(row.get("snapshotVersion", 0)))
+    console.print(table)
+
+
+@app.command()
+def views(users: Annotated[list[str] | None, typer.Argument(help="user ids (default: all)")] = None,
+          endpoint: EndpointOption = None) -> None:
+    """Print view rows (all of them, or the given users')."""
+    endpoint = local_endpoint(endpoint)
+    from esjoin.testing.pipeline import from_item
+
+    pipeline = open_pipeline(endpoint)
+    if users:
+        rows = pipeline.views(users)
+    else:
+        rows, kwargs = {}, {}
+        while True:
+            page = pipeline.dynamodb.scan(TableName=pipeline.table("views"), **kwargs)
+            rows.update({row["id"]: row for row in map(from_item, page["Items"])})
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
+    print_views(rows)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bootstrap(ctx: typer.Context) -> None:
+    """infra.bootstrap's command line: apply | outputs | teardown [--endpoint --stage --set K=V ...]."""
+    demo_project()
+    from infra.bootstrap import main
+
+    raise typer.Exit(main(list(ctx.args)))

@@ -1,0 +1,1 @@
+"""What tests need beyond AWS: fault injection and the invocation history."""

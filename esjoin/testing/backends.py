@@ -1,0 +1,192 @@
+"""Backends the harness can drive: the embedded endpoint (default), LocalStack, or real AWS.
+
+Each backend knows how to reach its endpoint, which credentials to use, and how fast it is (its
+`TimingProfile`): scenarios never hard-code sleeps, they wait with the backend's deadlines.
+
+- embedded: reuses an endpoint already up (e.g. `make up`, or ESJOIN_ENDPOINT) if it answers
+  /_esjoin/health, else starts one for the session on a free port and stops it at the end.
+- localstack: a running LocalStack at ESJOIN_LOCALSTACK_ENDPOINT (default http://127.0.0.1:4566),
+  or, with ESJOIN_LOCALSTACK_START=testcontainers, one started with testcontainers.
+- aws: real AWS, only with the explicit opt-in flag and a stage of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from botocore.config import Config
+
+from esjoin.target import Target, aws_target, local_target
+from esjoin.testing.control import ControlClient
+from esjoin.testing.health import direct_opener
+
+EMBEDDED, LOCALSTACK, AWS = "embedded", "localstack", "aws"
+BACKENDS = (EMBEDDED, LOCALSTACK, AWS)
+DEFAULT_ENDPOINT = "http://127.0.0.1:4566"
+STATE_DIR = Path(".esjoin")
+
+
+@dataclass(frozen=True)
+class TimingProfile:
+    """How long to wait on a backend, measured there: a record crosses the embedded pipeline in tens
+    of milliseconds, LocalStack's pollers take about a second a hop (5 s after an idle spell), AWS
+    a few seconds."""
+
+    deadline: float  # seconds a scenario may wait for the pipeline to converge
+    interval: float  # first pause between checks
+    max_interval: float  # longest pause between checks
+    settle: float  # quiet time that stands in for quiescence where it cannot be observed
+
+
+TIMING = {
+    EMBEDDED: TimingProfile(deadline=45.0, interval=0.02, max_interval=0.2, settle=0.0),
+    LOCALSTACK: TimingProfile(deadline=150.0, interval=0.25, max_interval=1.0, settle=6.0),
+    AWS: TimingProfile(deadline=300.0, interval=1.0, max_interval=5.0, settle=20.0),
+}
+
+
+@dataclass
+class Backend:
+    name: str
+    target: Target  # infra's target: the local-endpoint guard and credentials (dummy ones locally)
+    timing: TimingProfile
+    control: ControlClient | None = None  # the embedded endpoint's control API, else None
+    _process: Any = field(default=None, repr=False)  # what this backend started, to stop it
+    _session: Any = field(default=None, repr=False)
+
+    @property
+    def endpoint_url(self) -> str | None:
+        return self.target.endpoint_url
+
+    @property
+    def region(self) -> str:
+        return self.target.region
+
+    def client(self, service: str) -> Any:
+        if self._session is None:
+            self._session = self.target.session()
+        config = self.target.client_config().merge(Config(max_pool_connections=32))
+        return self._session.client(service, endpoint_url=self.endpoint_url, config=config)
+
+    def stop(self) -> None:
+        """Stop what this backend started (nothing, if it reused a running endpoint)."""
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(timeout=10)
+        self._process = None
+
+
+class BackendError(RuntimeError):
+    """The backend cannot be used; the message says what to do."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_embedded(port: int, state_dir: Path, log_path: Path, extra_env: dict[str, str] | None = None,
+                   detach: bool = False, deadline: float = 30.0) -> tuple[subprocess.Popen, str]:
+    """Start `python -m esjoin.emulator` on 127.0.0.1:<port>; return once /_esjoin/health says ready."""
+    endpoint = f"http://127.0.0.1:{port}"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "ESJOIN_PORT": str(port), "ESJOIN_HOST": "127.0.0.1",
+           "ESJOIN_STATE_DIR": str(state_dir), **(extra_env or {})}
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "esjoin.emulator"], stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, env=env, start_new_session=detach)
+    control = ControlClient(endpoint, timeout=2.0)
+    until = time.monotonic() + deadline
+    while time.monotonic() < until:
+        if control.is_ready():
+            return process, endpoint
+        if process.poll() is not None:
+            raise BackendError(f"the embedded endpoint exited with status {process.returncode} while starting; "
+                               f"see {log_path}:\n{tail(log_path)}")
+        time.sleep(0.05)  # polling a process we just started: nothing to wait on but its port
+    process.kill()
+    raise BackendError(f"the embedded endpoint was not ready after {deadline:.0f}s; see {log_path}:\n{tail(log_path)}")
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def answers_health(url: str, path: str) -> bool:
+    """A 200 from `url` + `path`, asked directly (no proxy: the endpoint is a local one)."""
+    try:
+        with direct_opener().open(url.rstrip("/") + path, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def open_backend(name: str, region: str = "us-east-1", aws_opt_in: bool = False, stage: str | None = None) -> Backend:
+    if name == EMBEDDED:
+        return _open_embedded(region)
+    if name == LOCALSTACK:
+        return _open_localstack(region)
+    if name == AWS:
+        if not aws_opt_in:
+            raise BackendError("the aws backend runs against a real AWS account: pass --esjoin-aws-opt-in "
+                               "(and --esjoin-stage with a stage of its own) to confirm")
+        if not stage or stage in ("local", "test"):
+            raise BackendError("the aws backend needs its own stage: pass --esjoin-stage <name> (not 'local'/'test')")
+        return Backend(AWS, aws_target(region, stage), TIMING[AWS])
+    raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def configured_endpoint(environ: dict[str, str] | None = None) -> str:
+    """The embedded endpoint's URL: ESJOIN_ENDPOINT, else http://127.0.0.1:$ESJOIN_PORT (what the endpoint
+    binds), else the default; the same rule as the `esjoin` command. Both naming different ports: an error."""
+    environ = dict(os.environ) if environ is None else environ
+    endpoint, port = environ.get("ESJOIN_ENDPOINT", "").strip(), environ.get("ESJOIN_PORT", "").strip()
+    if endpoint and port and str(urlsplit(endpoint).port or "") != port:
+        raise BackendError(f"ESJOIN_PORT={port} and ESJOIN_ENDPOINT={endpoint} name different ports: set one of them")
+    return endpoint or (f"http://127.0.0.1:{port}" if port else DEFAULT_ENDPOINT)
+
+
+def _open_embedded(region: str) -> Backend:
+    endpoint = configured_endpoint()
+    reuse = os.environ.get("ESJOIN_REUSE_ENDPOINT", "1") != "0"
+    target = local_target(endpoint, region)  # before any request: never probe a host that is not local
+    if reuse and ControlClient(target.endpoint_url, timeout=2.0).is_ready():
+        return Backend(EMBEDDED, target, TIMING[EMBEDDED], ControlClient(target.endpoint_url))
+    port = free_port()
+    run_dir = STATE_DIR / f"test-endpoint-{port}"
+    process, endpoint = start_embedded(port, run_dir / "state", run_dir / "emulator.log")
+    return Backend(EMBEDDED, local_target(endpoint, region), TIMING[EMBEDDED], ControlClient(endpoint),
+                   _process=process)
+
+
+def _open_localstack(region: str) -> Backend:
+    endpoint = os.environ.get("ESJOIN_LOCALSTACK_ENDPOINT", DEFAULT_ENDPOINT)
+    target = local_target(endpoint, region)  # before any request: never probe a host that is not local
+    if answers_health(endpoint, "/_localstack/health"):
+        return Backend(LOCALSTACK, target, TIMING[LOCALSTACK])
+    if os.environ.get("ESJOIN_LOCALSTACK_START") == "testcontainers":
+        from esjoin.testing.localstack_container import start_localstack
+
+        container, endpoint = start_localstack()
+        return Backend(LOCALSTACK, local_target(endpoint, region), TIMING[LOCALSTACK], _process=container)
+    raise BackendError(
+        f"LocalStack is not reachable at {endpoint}. Start LocalStack (make up BACKEND=localstack, or your own) "
+        "and point ESJOIN_LOCALSTACK_ENDPOINT at it, or set ESJOIN_LOCALSTACK_START=testcontainers to start "
+        "one with Docker.")

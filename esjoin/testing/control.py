@@ -1,0 +1,89 @@
+"""A client for the embedded endpoint's control API (/_esjoin/, see emulator/control.py).
+
+Requests go straight to the endpoint, whatever HTTP_PROXY says (esjoin.testing.health.direct_opener): the
+control API is on this machine, where no proxy can reach it."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from esjoin.testing.health import direct_opener
+
+
+class ControlApiError(RuntimeError):
+    pass
+
+
+class ControlClient:
+    def __init__(self, endpoint_url: str, timeout: float = 10.0) -> None:
+        self.base = endpoint_url.rstrip("/") + "/_esjoin"
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, document: dict | None = None) -> Any:
+        data = json.dumps(document).encode() if document is not None else None
+        request = urllib.request.Request(self.base + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with direct_opener().open(request, timeout=self.timeout) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            detail = error.read().decode(errors="replace")
+            raise ControlApiError(f"{method} {path}: HTTP {error.code}: {detail}") from None
+
+    def health(self) -> dict:
+        return self._call("GET", "/health")
+
+    def is_ready(self) -> bool:
+        try:
+            return self.health().get("status") == "ready"
+        except (OSError, ControlApiError, ValueError):
+            return False
+
+    def quiescence(self) -> dict:
+        return self._call("GET", "/quiescence")
+
+    def history(self, function: str | None = None, mapping: str | None = None, since: int = 0,
+                limit: int | None = None) -> dict:
+        query = "&".join(f"{k}={v}" for k, v in (("function", function), ("mapping", mapping),
+                                                 ("since", since), ("limit", limit)) if v)
+        return self._call("GET", "/history" + (f"?{query}" if query else ""))
+
+    def add_fault(self, action: str, **rule: Any) -> dict:
+        """A fault rule (emulator/faults.py): add_fault("error", function="x", count=2, match="user-1"),
+        add_fault("delay", operation="PutItem", match="snapshots", delay_seconds=1, count=1)."""
+        names = {"delay_seconds": "delaySeconds", "error_type": "errorType", "error_message": "errorMessage",
+                 "status_code": "statusCode"}
+        document = {names.get(key, key): value for key, value in rule.items() if value is not None}
+        return self._call("POST", "/faults", {"action": action, **document})
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "/faults")
+
+    def faults(self) -> list[dict]:
+        """The active fault rules (a rule with a count disappears once it has been used that often)."""
+        return self._call("GET", "/faults")["faults"]
+
+    def remove_fault(self, rule_id: str) -> bool:
+        """Remove one rule; False if it was already gone (used up)."""
+        try:
+            self._call("DELETE", f"/faults/{rule_id}")
+        except ControlApiError as error:
+            if "HTTP 404" in str(error):
+                return False
+            raise
+        return True
+
+    def mapping(self, uuid: str) -> dict:
+        return self._call("GET", f"/mappings/{uuid}")
+
+    def pause(self, uuid: str) -> dict:
+        return self._call("POST", f"/mappings/{uuid}/pause")
+
+    def resume(self, uuid: str) -> dict:
+        return self._call("POST", f"/mappings/{uuid}/resume")
+
+    def duplicate_next(self, uuid: str, count: int = 1) -> dict:
+        return self._call("POST", f"/mappings/{uuid}/duplicate", {"count": count})

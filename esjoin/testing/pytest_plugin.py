@@ -1,0 +1,105 @@
+"""pytest plugin, registered as `esjoin` through the pytest11 entry point: safe in anyone's test suite.
+
+Every option is prefixed, so a project whose own conftest defines `--backend` or `--stage` is not
+disturbed: --esjoin-backend embedded|localstack|aws (or ESJOIN_BACKEND), --esjoin-aws-opt-in,
+--esjoin-stage, --esjoin-long. Nothing here imports the demo application (`infra`, `lambdas`).
+
+Fixtures, for any functions and any stack:
+    esjoin_backend    the session's Backend: embedded (reused if one is up, else started for the
+                      session and stopped at its end), localstack, or aws with the opt-in
+    esjoin_endpoint   the embedded endpoint: its URL, boto3 clients (`.client("sqs")`) and control API
+                      (skips the test on other backends)
+    esjoin_control    the endpoint's control API: faults, history, quiescence, pause and resume
+                      (skips the test on other backends)
+Marker: @pytest.mark.embedded_only("why") skips on other backends and prints why.
+
+The demo pipeline's fixtures (`stack`, `pipeline`, `new_user`, ...) are built on these in the
+repository's tests/integration/conftest.py.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from esjoin.testing.backends import AWS, BACKENDS, EMBEDDED, Backend, BackendError, open_backend
+from esjoin.testing.control import ControlClient
+
+BACKEND_OPTION = "--esjoin-backend"
+AWS_OPT_IN_OPTION = "--esjoin-aws-opt-in"
+STAGE_OPTION = "--esjoin-stage"
+LONG_OPTION = "--esjoin-long"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("esjoin", "esjoin: a local AWS endpoint for Kinesis / DynamoDB Streams / SQS / Lambda")
+    group.addoption(BACKEND_OPTION, choices=BACKENDS, default=os.environ.get("ESJOIN_BACKEND", EMBEDDED),
+                    help="where the suites run (default: embedded, or ESJOIN_BACKEND)")
+    group.addoption(AWS_OPT_IN_OPTION, action="store_true", default=False,
+                    help="allow the aws backend to create and delete resources in a real AWS account")
+    group.addoption(STAGE_OPTION, default=os.environ.get("ESJOIN_TEST_STAGE"),
+                    help="stage name prefix for test stacks (ESJOIN_TEST_STAGE)")
+    group.addoption(LONG_OPTION, action="store_true", default=False,
+                    help="soak: generated (Hypothesis) suites run many more and longer examples")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "embedded_only(reason): needs the embedded endpoint's control API")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("embedded_only")
+    if marker is not None and item.config.getoption(BACKEND_OPTION) != EMBEDDED:
+        reason = marker.args[0] if marker.args else "needs the embedded endpoint's control API"
+        pytest.skip(f"embedded backend only: {reason}")
+
+
+@pytest.fixture(scope="session")
+def esjoin_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    name = request.config.getoption(BACKEND_OPTION)
+    try:
+        opened = open_backend(name, aws_opt_in=request.config.getoption(AWS_OPT_IN_OPTION),
+                              stage=request.config.getoption(STAGE_OPTION))
+    except BackendError as error:
+        pytest.exit(f"esjoin: backend {name!r} unavailable: {error}", returncode=2)
+    yield opened
+    opened.stop()
+
+
+@dataclass
+class EmbeddedEndpoint:
+    """The session's embedded endpoint, for tests of any functions: `url`, `client(service)`, `control`."""
+
+    backend: Backend
+    control: ControlClient
+
+    @property
+    def url(self) -> str:
+        return str(self.backend.endpoint_url)
+
+    def client(self, service: str) -> Any:
+        """A boto3 client for the endpoint, with dummy credentials (never the environment's)."""
+        return self.backend.client(service)
+
+
+@pytest.fixture(scope="session")
+def esjoin_endpoint(esjoin_backend: Backend) -> EmbeddedEndpoint:
+    if esjoin_backend.control is None:
+        pytest.skip(f"the {esjoin_backend.name} backend is not the embedded endpoint")
+    return EmbeddedEndpoint(esjoin_backend, esjoin_backend.control)
+
+
+@pytest.fixture
+def esjoin_control(esjoin_backend: Backend) -> ControlClient:
+    if esjoin_backend.control is None:
+        pytest.skip(f"the {esjoin_backend.name} backend has no control API (embedded endpoint only)")
+    return esjoin_backend.control
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    backend = config.getoption(BACKEND_OPTION)
+    return f"esjoin backend: {backend}" + (" (real AWS account!)" if backend == AWS else "")
