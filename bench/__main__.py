@@ -1,11 +1,12 @@
-"""`python -m bench [emulator|pipeline|smoke|robustness] [--quick]`: run the benchmarks, write bench/results/.
+"""`python -m bench [emulator|pipeline|smoke|robustness] [--quick] [--endpoint URL ...]`: run the benchmarks.
 
 With no part, emulator, pipeline and smoke run one after another (each on an endpoint of its own);
 robustness (about seven minutes: lock hold, sustained load, killed workers) runs only when named.
 Each part prints its Markdown table and writes `bench/results/<part>.json` and `.md`. `--quick` runs
 smaller samples (a check that the benchmarks work, not figures to quote). `--only` runs some sections
 of the emulator part (startup, calls, two_hop, throughput) or of the robustness part (lock_hold, load,
-kill_workers), e.g. while working on one of them.
+kill_workers), e.g. while working on one of them. The smoke part runs its workload on a fresh embedded
+endpoint, on LocalStack at ESJOIN_LOCALSTACK_ENDPOINT if one answers, and on every `--endpoint URL` given.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smaller samples: checks the benchmarks run")
     parser.add_argument("--only", default="", help="comma-separated sections of the emulator part "
                         "(startup,calls,two_hop,throughput) or of the robustness part (lock_hold,load,kill_workers)")
+    parser.add_argument("--endpoint", action="append", default=[], metavar="URL",
+                        help="smoke part: also run the workload on this local endpoint (repeatable)")
     return parser.parse_args(argv)
 
 
@@ -56,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from bench import smoke_bench
 
-            report = smoke_bench.run(args.quick)
+            report = smoke_bench.run(args.quick, args.endpoint)
         json_path, md_path = report.write()
         print(report.markdown())
         print(f"wrote {json_path} and {md_path} in {time.monotonic() - began:.0f} s", flush=True)

@@ -1,154 +1,151 @@
-"""Part `smoke`: the LocalStack peer's smoke test (shared/peers/localstack/smoke.py, read-only) against
-our endpoint and against the LocalStack 4.13 running on this machine, one after the other.
+"""Part `smoke`: the smoke workload (`bench.smoke_workload`) on several endpoints, one after the other, side by side.
 
-Our endpoint is started for it on a free port with a fresh state directory; smoke.py runs with the
-project's Python from its own directory (`--endpoint`), and its printed figures are parsed: the
-Kinesis -> function -> DynamoDB hop, the two hops through the table's stream, SQS -> function ->
-DynamoDB (p50/p90/p99/max over its records), one record per path after an idle spell, the cold and
-warm direct invocations, the warm-up and the time to create its resources. It must pass against ours.
+- esjoin: our endpoint, started for the part on a free port with a fresh state directory (`EmbeddedEndpoint`);
+- localstack: a LocalStack at ESJOIN_LOCALSTACK_ENDPOINT (default http://127.0.0.1:4566), if it answers
+  /_localstack/health; otherwise its column says so and the part goes on without it. Start LocalStack
+  (make up BACKEND=localstack, or your own) and point ESJOIN_LOCALSTACK_ENDPOINT at it to include it;
+- every `--endpoint URL` given (`python -m bench smoke --endpoint URL ...`): another LocalStack, an
+  endpoint already up, anything local with these APIs; named after the health path it answers.
+
+The workload measures the Kinesis -> function -> DynamoDB hop, the two hops through the table's stream,
+SQS -> function -> DynamoDB (p50/p99 over its records), one record per path after an idle spell, the cold
+and warm direct invocations, the warm-up, the time to create its resources and the whole run. It must
+complete against our endpoint; the other columns are reported as they come.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-from bench.endpoints import EmbeddedEndpoint
-from bench.report import Measurement, PartReport, load_average, markdown_table
+from bench.endpoints import REGION, EmbeddedEndpoint
+from bench.report import Measurement, PartReport, markdown_table
+from bench.smoke_workload import WorkloadSettings, run_workload
+from esjoin.target import TargetRefused, local_target
+from esjoin.testing.backends import DEFAULT_ENDPOINT, answers_health
 
-SMOKE = Path(os.environ.get("ESJOIN_SMOKE_SCRIPT", "/work/shared/peers/localstack/smoke.py"))
-LOCALSTACK = os.environ.get("ESJOIN_BENCH_LOCALSTACK", "http://127.0.0.1:4599")
-TIMEOUT_SECONDS = 900
-
-PATHS = {
-    "Kinesis -> ingest -> DynamoDB": "kinesisOneHop",
-    "Kinesis -> ingest -> DynamoDB stream -> project -> DynamoDB": "kinesisTwoHops",
-    "SQS -> enqueue -> DynamoDB": "sqs",
-}
-LATENCY = re.compile(r"^\s+(?P<path>.+?): n=(?P<n>\d+) p50=(?P<p50>\d+) ms p90=(?P<p90>\d+) ms "
-                     r"p99=(?P<p99>\d+) ms max=(?P<max>\d+) ms$")
-IDLE = re.compile(r"after (?P<idle>[\d.]+)s idle: (?P<path>.+?): (?P<ms>\d+) ms")
-COLD = re.compile(r"probe invoke succeeds \(cold start (?P<s>[\d.]+)s\)")
-WARM = re.compile(r"\(warm (?P<s>[\d.]+)s\)")
-WARM_UP = re.compile(r"warm-up: first records through both paths after (?P<s>[\d.]+)s")
-RESOURCES = re.compile(r"resources ready in (?P<s>[\d.]+)s")
-RESULT = re.compile(r"^smoke (?P<result>PASSED|FAILED) in (?P<s>[\d.]+)s(?P<rest>.*)$")
+LOCALSTACK_HEALTH = "/_localstack/health"
+ESJOIN_HEALTH = "/_esjoin/health"
 
 
-def run(quick: bool = False) -> PartReport:
-    report = PartReport("smoke", "smoke.py (LocalStack peer) against our endpoint and LocalStack 4.13", quick)
-    args = ["--records", "20", "--idle-seconds", "5"] if quick else []
+def localstack_endpoint() -> str:
+    return os.environ.get("ESJOIN_LOCALSTACK_ENDPOINT", "").strip() or DEFAULT_ENDPOINT
+
+
+def run(quick: bool = False, endpoints: Sequence[str] = ()) -> PartReport:
+    settings = WorkloadSettings.quick() if quick else WorkloadSettings()
+    report = PartReport("smoke", "The smoke workload on our endpoint and on LocalStack, side by side", quick)
+    report.data["settings"] = settings.__dict__
     results: dict[str, dict[str, Any]] = {}
+
     with EmbeddedEndpoint() as endpoint:
-        results["esjoin"] = run_smoke(endpoint.url, args)
-    if reachable(LOCALSTACK):
-        results["localstack"] = run_smoke(LOCALSTACK, args)
-    else:
-        results["localstack"] = {"endpoint": LOCALSTACK, "error": "not reachable (start it: shared/peers/localstack)"}
+        results["esjoin"] = measure("esjoin", endpoint.url, settings)
+
+    localstack = localstack_endpoint()
+    extra = [url.rstrip("/") for url in endpoints]
+    if localstack.rstrip("/") not in extra:
+        local = is_local(localstack)
+        if local and answers_health(localstack, LOCALSTACK_HEALTH):
+            results["localstack"] = measure("localstack", localstack, settings)
+        else:
+            why = "not reachable" if local else "not a local endpoint"
+            results["localstack"] = {"endpoint": localstack, "skipped": True, "error": f"{why}: skipped"}
+            report.notes.append(f"localstack: {localstack} is {why} ({LOCALSTACK_HEALTH}), so it was skipped. "
+                                "Start LocalStack (make up BACKEND=localstack, or your own) and point "
+                                "ESJOIN_LOCALSTACK_ENDPOINT at it, or pass --endpoint URL.")
+    for url in dict.fromkeys(extra):
+        name = column_name(url, results)
+        results[name] = measure(name, url, settings)
+
     report.data["runs"] = results
     ours = results["esjoin"]
-    passed = ours.get("passed", False)
+    passed = bool(ours.get("passed"))
     if not passed:
         report.data["failed"] = True
-        report.notes.append("smoke.py FAILED against our endpoint: " + ours.get("failures", "")[:2000])
-    report.add(Measurement("smoke.py passes against our endpoint", None, "", "pass", passed,
+        failures = "; ".join(ours.get("failures", []))
+        report.notes.append(f"the smoke workload FAILED against our endpoint: {failures[:2000]}")
+    report.add(Measurement("smoke workload completes against our endpoint", None, "", "pass", passed,
                            f"{ours.get('seconds', '?')} s in all", ours.get("load")))
-    report.extra_tables.append(side_by_side(results))
+    report.extra_tables.append(side_by_side(results, settings))
     for name, result in results.items():
-        report.notes.append(f"{name}: `{result.get('command', '')}`" + (f" ({result['error']})" if "error" in result
-                                                                         else ""))
+        if result.get("skipped"):
+            continue
+        trouble = result.get("failures", []) + [f"cleanup: {e}" for e in result.get("cleanupErrors", [])]
+        report.notes.append(f"{name}: `{result['command']}`" + (f" ({'; '.join(trouble)[:500]})" if trouble else ""))
     return report
 
 
-def reachable(url: str) -> bool:
+def measure(name: str, url: str, settings: WorkloadSettings) -> dict[str, Any]:
+    print(f"-- smoke: {name} ({url})", flush=True)
+    return run_workload(url, settings, log=lambda line: print(f"   {line}", flush=True))
+
+
+def is_local(url: str) -> bool:
+    """Whether `url` is an endpoint a local run may ask anything (infra's guard, before any request)."""
     try:
-        with urllib.request.urlopen(url.rstrip("/") + "/_localstack/health", timeout=5) as response:
-            return response.status == 200
-    except OSError:
+        local_target(url, REGION)
+    except TargetRefused:
         return False
+    return True
 
 
-def run_smoke(endpoint: str, extra: list[str]) -> dict[str, Any]:
-    command = [sys.executable, SMOKE.name, "--endpoint", endpoint, *extra]
-    load_before = load_average()
-    began = time.monotonic()
-    try:
-        completed = subprocess.run(command, cwd=SMOKE.parent, capture_output=True, text=True,
-                                   timeout=TIMEOUT_SECONDS)
-        output, code = completed.stdout + completed.stderr, completed.returncode
-    except subprocess.TimeoutExpired as error:
-        output, code = (error.stdout or b"").decode(errors="replace") if isinstance(error.stdout, bytes) else (
-            error.stdout or ""), -1
-    result = parse(output)
-    result.update({"endpoint": endpoint, "exitCode": code, "command": f"cd {SMOKE.parent} && "
-                   + " ".join(command), "wallSeconds": round(time.monotonic() - began, 1),
-                   "load": (load_before, load_average()), "output": output[-20000:]})
-    return result
+def column_name(url: str, taken: dict[str, Any]) -> str:
+    """What answers at `url`, by its health path ("endpoint" if neither), unique among the columns. Only a
+    local URL is asked (the workload refuses the others too)."""
+    kind = "endpoint"
+    if is_local(url):
+        kind = ("localstack" if answers_health(url, LOCALSTACK_HEALTH)
+                else "esjoin" if answers_health(url, ESJOIN_HEALTH) else kind)
+    number = 2
+    name = kind
+    while name in taken:
+        name, number = f"{kind} #{number}", number + 1
+    return name
 
 
-def parse(output: str) -> dict[str, Any]:
-    result: dict[str, Any] = {"paths": {}, "afterIdle": {}, "failures": ""}
-    for line in output.splitlines():
-        if match := LATENCY.match(line):
-            key = PATHS.get(match["path"], match["path"])
-            result["paths"][key] = {k: int(match[k]) for k in ("n", "p50", "p90", "p99", "max")}
-        elif match := IDLE.search(line):
-            key = "kinesisTwoHops" if match["path"].startswith("Kinesis") else "sqs"
-            result["afterIdle"][key] = int(match["ms"])
-            result["idleSeconds"] = float(match["idle"])
-        elif match := COLD.search(line):
-            result["coldStartSeconds"] = float(match["s"])
-        elif (match := WARM.search(line)) and "FunctionError" in line:
-            result["warmInvokeSeconds"] = float(match["s"])
-        elif match := WARM_UP.search(line):
-            result["warmUpSeconds"] = float(match["s"])
-        elif match := RESOURCES.search(line):
-            result["resourcesSeconds"] = float(match["s"])
-        elif match := RESULT.match(line.strip()):
-            result["passed"] = match["result"] == "PASSED"
-            result["seconds"] = float(match["s"])
-            result["failures"] = match["rest"].strip(": ")
-    return result
-
-
-def side_by_side(results: dict[str, dict[str, Any]]) -> str:
+def side_by_side(results: dict[str, dict[str, Any]], settings: WorkloadSettings) -> str:
     names = list(results)
 
-    def cell(result: dict[str, Any], path: str) -> str:
+    def ms(figure: float) -> str:
+        return f"{figure:.1f}" if figure < 10 else f"{figure:.0f}"
+
+    def latency(result: dict[str, Any], path: str) -> str:
         figures = result.get("paths", {}).get(path)
-        return f"{figures['p50']} / {figures['p99']} ms (n={figures['n']})" if figures else "-"
+        return f"{ms(figures['p50'])} / {ms(figures['p99'])} ms (n={figures['n']})" if figures else "-"
 
-    def value(result: dict[str, Any], key: str, unit: str = "s") -> str:
-        figure = result.get(key)  # as smoke.py prints it (seconds, two decimals)
-        return f"{figure:.2f} {unit}" if isinstance(figure, (int, float)) else "-"
+    def after_idle(result: dict[str, Any], path: str) -> str:
+        figure = result.get("afterIdle", {}).get(path)
+        return f"{ms(figure)} ms" if figure is not None else "-"
 
-    rows = [[f"{label}, p50 / p99", *(cell(results[n], key) for n in names)]
-            for label, key in (("Kinesis -> fn -> DynamoDB", "kinesisOneHop"),
-                               ("Kinesis -> fn -> DynamoDB -> stream -> fn -> DynamoDB (two hops)", "kinesisTwoHops"),
-                               ("SQS -> fn -> DynamoDB", "sqs"))]
-    idle = next((r.get("idleSeconds") for r in results.values() if r.get("idleSeconds")), None)
-    rows.append([f"after {idle or '?'} s idle: Kinesis two hops", *(
-        f"{results[n]['afterIdle']['kinesisTwoHops']} ms" if "kinesisTwoHops" in results[n].get("afterIdle", {})
-        else "-" for n in names)])
-    rows.append([f"after {idle or '?'} s idle: SQS", *(
-        f"{results[n]['afterIdle']['sqs']} ms" if "sqs" in results[n].get("afterIdle", {}) else "-" for n in names)])
-    rows.append(["cold start (first direct invoke)", *(value(results[n], "coldStartSeconds")
-                                                       for n in names)])
-    rows.append(["warm invoke (function error)", *(value(results[n], "warmInvokeSeconds") for n in names)])
-    rows.append(["warm-up: first records through both paths", *(value(results[n], "warmUpSeconds")
-                                                                for n in names)])
-    rows.append(["create resources", *(value(results[n], "resourcesSeconds") for n in names)])
-    rows.append(["smoke.py result", *(
-        ("PASSED" if results[n].get("passed") else f"FAILED {results[n].get('failures', '')[:80]}")
-        if "error" not in results[n] else results[n]["error"] for n in names)])
-    rows.append(["smoke.py run time", *(value(results[n], "seconds") for n in names)])
-    rows.append(["load average (before-after)", *(
-        "{:.2f}-{:.2f}".format(*results[n]["load"]) if results[n].get("load") else "-" for n in names)])
-    return "smoke.py figures, side by side (one run each, this machine):\n\n" + markdown_table(
-        ["", *(f"{n} ({results[n].get('endpoint', '')})" for n in names)], rows)
+    def seconds(result: dict[str, Any], key: str) -> str:
+        figure = result.get(key)
+        if not isinstance(figure, (int, float)):
+            return "-"
+        return f"{ms(1000 * figure)} ms" if figure < 1 else f"{figure:.2f} s"
+
+    def outcome(result: dict[str, Any]) -> str:
+        if result.get("skipped"):
+            return result["error"]
+        return "completed" if result.get("passed") else f"FAILED: {'; '.join(result.get('failures', []))[:80]}"
+
+    idle = f"{settings.idle_seconds:g}"
+    rows = [
+        ["Kinesis -> fn -> DynamoDB, p50 / p99", *(latency(results[n], "kinesisOneHop") for n in names)],
+        ["Kinesis -> fn -> DynamoDB -> stream -> fn -> DynamoDB (two hops), p50 / p99",
+         *(latency(results[n], "kinesisTwoHops") for n in names)],
+        ["SQS -> fn -> DynamoDB, p50 / p99", *(latency(results[n], "sqs") for n in names)],
+        [f"after {idle} s idle: Kinesis two hops", *(after_idle(results[n], "kinesisTwoHops") for n in names)],
+        [f"after {idle} s idle: SQS", *(after_idle(results[n], "sqs") for n in names)],
+        ["cold start (first direct invoke)", *(seconds(results[n], "coldStartSeconds") for n in names)],
+        ["warm invoke (second direct invoke)", *(seconds(results[n], "warmInvokeSeconds") for n in names)],
+        ["warm-up: first records through both paths", *(seconds(results[n], "warmUpSeconds") for n in names)],
+        ["create resources", *(seconds(results[n], "resourcesSeconds") for n in names)],
+        ["result", *(outcome(results[n]) for n in names)],
+        ["run time (all of the above, idle and cleanup included)", *(seconds(results[n], "seconds") for n in names)],
+        ["load average (before-after)", *("{:.2f}-{:.2f}".format(*results[n]["load"]) if results[n].get("load")
+                                          else "-" for n in names)],
+    ]
+    return (f"Smoke workload figures, side by side ({settings.records} records per path at "
+            f"{settings.per_second:g}/s, one run each, this machine):\n\n"
+            + markdown_table(["", *(f"{n} ({results[n].get('endpoint', '')})" for n in names)], rows))
