@@ -74,7 +74,11 @@ def parse_trim_request(body: str) -> TrimRequest:
     payload, user_id = _request_payload(body, "trim")
     watermark = payload.get("watermark")
     if watermark is not None and watermark != NO_WATERMARK and not is_encoded_seq(watermark):
-        raise MalformedRequest(f"watermark must be an encoded sequence number, got {watermark!r}")
+        raise MalformedRequest(
+            f"watermark must be an encoded sequence number as stored in the events table's `seq` (its length in "
+            f"3 digits, then the Kinesis sequence number: '059' + 59 digits here), not a raw Kinesis sequence "
+            f"number; got {watermark!r}. Omit it to trim up to the persisted snapshot watermark"
+        )
     return TrimRequest(user_id=user_id, watermark=watermark)
 
 

@@ -46,8 +46,8 @@ from esjoin.emulator.moto_layer.notifier import ChangeNotifier
 
 MOTO_VERSION = "5.2.5"
 
-# AWS sequence numbers are decimal strings of up to 128 bits, 56 digits in practice. Starting high
-# keeps them the same width as AWS's, so lexicographic and numeric order agree for 10^54 records.
+# AWS sequence numbers are decimal strings of up to 128 bits, 56 digits in practice. Ours have 59 (this
+# base): starting high keeps them one width, so lexicographic and numeric order agree for 10^54 records.
 KINESIS_SEQUENCE_BASE = 49_600_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000
 KINESIS_MAX_RECORD_BYTES = 1024 * 1024
 _kinesis_sequence = itertools.count(1)
