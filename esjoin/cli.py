@@ -179,7 +179,8 @@ def stop_embedded() -> None:
     if running_pid() == pid:
         os.killpg(pid, signal.SIGKILL)
     PID_FILE.unlink(missing_ok=True)
-    console.print(f"embedded endpoint stopped (pid {pid})")
+    console.print(f"embedded endpoint stopped (pid {pid}); its streams, tables, queues, functions and mappings were "
+                  "in memory and are gone: `make up` starts afresh")
 
 
 # -- containers ---------------------------------------------------------------------------------
