@@ -3,7 +3,8 @@
 `FunctionSpec` is one function as the runtime runs it, `InvocationRequest` one call, and
 `InvocationResult` what came back, in AWS's terms (the payload is what `Invoke` returns; a failed
 call carries `function_error` = "Unhandled" as the `X-Amz-Function-Error` header does).
-`InvocationOrigin` says who asked, for the history and for fault matching.
+`InvocationOrigin` says who asked, for the history and for fault matching. `default_role` is the
+execution role assumed for a function whose own role is unknown (Kinesis events name it).
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 UNHANDLED = "Unhandled"
+
+
+def default_role(function_arn: str) -> str:
+    """The role a Kinesis record's invokeIdentityArn names when the Lambda API gives none, or when the
+    function's own role cannot be found (it was deleted): lambda-role in the function's account."""
+    return f"arn:aws:iam::{function_arn.split(':')[4]}:role/lambda-role"
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,7 @@
 """The event source mapping engine: one worker per mapping, started, updated and stopped by the
-Lambda API (esjoin.emulator.lambda_service), questioned by the control API and the harness.
+Lambda API, questioned by the control API and the harness. The Lambda API creates the engine and hands
+it what it needs (an `Invoker`, a role lookup); the engine never imports the Lambda service: what both
+use (specs, results, errors, `default_role`) is in esjoin.emulator.invocation.
 
 Pollers read Kinesis streams, DynamoDB streams and SQS queues from moto's backends in this process
 and invoke functions through the `Invoker` the Lambda API provides, with AWS's semantics (see
@@ -18,10 +20,9 @@ from esjoin.emulator.config import EmulatorConfig
 from esjoin.emulator.event_source_mapping.checkpoints import CheckpointStore
 from esjoin.emulator.event_source_mapping.mapping import EventSourceMapping
 from esjoin.emulator.event_source_mapping.mapping_worker import EngineContext, MappingWorker
-from esjoin.emulator.event_source_mapping.pollers.kinesis import default_role as default_invoke_identity_arn
 from esjoin.emulator.event_source_mapping.sender import Invoker
 from esjoin.emulator.event_source_mapping.timing import PollTiming
-from esjoin.emulator.invocation import LambdaServiceError
+from esjoin.emulator.invocation import LambdaServiceError, default_role
 from esjoin.emulator.moto_layer.backends import MotoBackends
 
 log = logging.getLogger("esjoin.esm")
@@ -40,7 +41,7 @@ class EventSourceMappingEngine:
             moto=moto, invoke=invoke, on_change=on_change,
             checkpoints=CheckpointStore(config.state_dir / "checkpoints"),
             timing=PollTiming.for_mode(config.timing),
-            invoke_identity_arn=invoke_identity_arn or default_invoke_identity_arn)
+            invoke_identity_arn=invoke_identity_arn or default_role)
         self._workers: dict[str, MappingWorker] = {}
         self._lock = threading.Lock()
         self._shut_down = False

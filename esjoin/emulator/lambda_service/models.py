@@ -1,8 +1,9 @@
 """The Lambda service's state and behaviour: functions, invocations and event source mappings.
 
-Wire handling lives in responses.py; running code lives in runtime.py; delivering from streams and
-queues lives in esjoin.emulator.event_source_mapping. This module validates what AWS validates, keeps the
-functions and mappings, and routes every invocation through fault injection and the history.
+Wire handling lives in responses.py; running code lives in runtime.py (and the modules it names);
+delivering from streams and queues lives in esjoin.emulator.event_source_mapping. This module
+validates what AWS validates, keeps the functions and mappings, and routes every invocation through
+fault injection and the history.
 Reference: https://docs.aws.amazon.com/lambda/latest/api/API_Operations.html
 """
 
@@ -50,6 +51,7 @@ from esjoin.emulator.invocation import (
     InvocationRequest,
     InvocationResult,
     LambdaServiceError,
+    default_role,
 )
 from esjoin.emulator.lambda_service.cloudwatch import CloudWatchLogSink
 from esjoin.emulator.lambda_service.logs import end_line, report_line, start_line
@@ -405,7 +407,7 @@ class LambdaBackend:
         try:
             return self.resolve(function_arn, self.config.region)[0].role
         except LambdaServiceError:
-            return f"arn:aws:iam::{self.config.account_id}:role/lambda-role"
+            return default_role(function_arn)
 
     def invoke_for_mapping(self, function_arn: str, payload: bytes, origin: InvocationOrigin) -> InvocationResult:
         function, _ = self.resolve(function_arn, self.config.region)

@@ -1,9 +1,9 @@
 """The program inside one Lambda worker process: AWS's Python runtime loop, without the HTTP Runtime API.
 
-`runtime.py` copies this file to ``<state_dir>/runtime/worker.py`` and starts it with the endpoint's
-interpreter, without site processing (``python -S -B worker.py <control fd> <runtime site dir> <log
-marker> <drop LC_CTYPE>``), in the function's code directory. So the function sees its zip and boto3
-(the runtime site dir), never the endpoint's own code. Standard library only.
+`environment.py` copies this file to ``<state_dir>/runtime/worker.py`` and `channel.py` starts it with
+the endpoint's interpreter, without site processing (``python -S -B worker.py <control fd> <runtime
+site dir> <log marker> <drop LC_CTYPE>``), in the function's code directory. So the function sees its
+zip and boto3 (the runtime site dir), never the endpoint's own code. Standard library only.
 
 It behaves like AWS's runtime interface client (awslambdaric ``bootstrap.py``): import the handler at
 start (the init phase), then serve one invocation at a time, forever, with a context object, AWS's
@@ -23,7 +23,7 @@ worker), 8 hex digits of length, the UTF-8 text; the role AWS's telemetry log fd
 into several events past CloudWatch Logs' event size, by the parent (logs.py).
 
 Processes: the worker makes itself a child subreaper at start, so whatever the function starts stays
-its descendant, whichever way it detaches; the parent kills that whole tree (runtime.py).
+its descendant, whichever way it detaches; the parent kills that whole tree (channel.py).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ _THIS_FILE = os.path.abspath(__file__)
 _request_id = ""  # the invocation in progress, for the log formatter (as awslambdaric's global)
 
 
-# --- wire protocol (also imported by runtime.py) -------------------------------------------------
+# --- wire protocol (also imported by channel.py) -------------------------------------------------
 
 
 def encode_message(header: dict, body: bytes = b"") -> list[bytes]:
@@ -481,7 +481,7 @@ def _isolate_sys_path(runtime_site: str) -> None:
 def _become_subreaper() -> None:
     """Adopt the function's orphans: a double-forked daemon or a child whose ``setsid`` parent exited
     re-parents to this worker instead of init. Every process the function started then stays a
-    descendant of the worker, and the endpoint, which kills the worker's whole process tree (runtime.py),
+    descendant of the worker, and the endpoint, which kills the worker's whole process tree (channel.py),
     finds it even when it left the process group. Linux only; elsewhere the group kill is all there is."""
     if not sys.platform.startswith("linux"):
         return
