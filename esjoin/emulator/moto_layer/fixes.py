@@ -1,8 +1,10 @@
 """Where moto 5.2.5 differs from AWS in ways the pipeline's correctness or speed depends on, fixed.
 
-Each fix is a small patch of one moto model method, applied once by `apply()`. Differences left as
-they are are listed in the README ("Differences from AWS"). Measured with moto 5.2.5; `apply()`
-refuses other versions, because these patches lean on moto's internals.
+Each fix is a small patch of one moto model method, applied once by `apply()` through
+`esjoin.emulator.moto_layer.patching.replace`, which checks the signature it replaces (a mismatch fails
+start-up naming the patch) and lists it in docs/moto-patches.md. Differences left as they are are listed
+in the README ("Differences from AWS"). Measured with moto 5.2.5; `apply()` refuses other versions,
+because these patches lean on moto's internals.
 
 DynamoDB
 - A write that changes nothing emits no stream record (moto emits MODIFY). AWS: "If you perform a
@@ -39,12 +41,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-import moto
-
+from esjoin.emulator.moto_layer import patching
 from esjoin.emulator.moto_layer import speed as moto_speed
 from esjoin.emulator.moto_layer.notifier import ChangeNotifier
+from esjoin.emulator.moto_layer.patching import Graft, PatchKind
 
 MOTO_VERSION = "5.2.5"
+FIX = PatchKind.FIX
 
 # AWS sequence numbers are decimal strings of up to 128 bits, 56 digits in practice. Ours have 59 (this
 # base): starting high keeps them one width, so lexicographic and numeric order agree for 10^54 records.
@@ -52,6 +55,12 @@ KINESIS_SEQUENCE_BASE = 49_600_000_000_000_000_000_000_000_000_000_000_000_000_0
 KINESIS_MAX_RECORD_BYTES = 1024 * 1024
 _kinesis_sequence = itertools.count(1)
 _kinesis_sequence_lock = threading.Lock()
+
+# Declared here, read only through this Graft (kinesis_shard_sequence_numbers): no module names the attribute.
+SHARD_SEQUENCE_NUMBERS: Graft[list[int]] = patching.graft(
+    "moto.kinesis.models.Shard", "_esjoin_sequence_numbers",
+    doc="the shard's sequence numbers, ascending, parallel to its records: O(log n) reads, and the Kinesis "
+        "poller counts what a mapping has yet to read")
 
 _local = threading.local()
 _applied = False
@@ -69,17 +78,25 @@ def apply(notifier: ChangeNotifier) -> None:
             _notifiers.append(notifier)
         if _applied:
             return
-        if moto.__version__ != MOTO_VERSION:
+        found = patching.moto_version()
+        if found != MOTO_VERSION:
             raise RuntimeError(
-                f"esjoin.emulator.moto_layer.fixes is written against moto {MOTO_VERSION}, found {moto.__version__}; "
-                "pin moto in pyproject.toml or review the patches"
+                f"esjoin.emulator.moto_layer.fixes is written against moto {MOTO_VERSION}, found {found}; "
+                "pin moto in pyproject.toml or review the patches (docs/moto-patches.md)"
             )
-        moto_speed.apply()
-        _patch_dynamodb()
-        _patch_dynamodbstreams()
-        _patch_kinesis()
-        _patch_sqs()
+        install_patches()
         _applied = True
+
+
+def install_patches() -> None:
+    """Install the speed patches and these fixes. Running it again installs them afresh on moto's own
+    code (patching.replace hands each patch moto's original, never an earlier patch); `apply()` runs it
+    once a process."""
+    moto_speed.apply()
+    _patch_dynamodb()
+    _patch_dynamodbstreams()
+    _patch_kinesis()
+    _patch_sqs()
 
 
 def release(notifier: ChangeNotifier) -> None:
@@ -99,6 +116,11 @@ def next_kinesis_sequence_number() -> int:
         return KINESIS_SEQUENCE_BASE + next(_kinesis_sequence)
 
 
+def kinesis_shard_sequence_numbers(shard: Any) -> list[int]:
+    """A moto Kinesis shard's sequence numbers, ascending (kept by these fixes; do not change the list)."""
+    return SHARD_SEQUENCE_NUMBERS.get(shard)
+
+
 # -- DynamoDB and DynamoDB Streams ---------------------------------------------------------------
 
 
@@ -112,11 +134,7 @@ def _patch_dynamodb() -> None:
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.table import StreamRecord, StreamShard, Table
 
-    original_add = StreamShard.add
-    original_record_init = StreamRecord.__init__
-    original_update_item = DynamoDBBackend.update_item
-    original_table_put_item = Table.put_item
-    original_query = Table.query
+    # Each original_* is moto's own function, as patching.replace returns it below.
 
     def add(self: StreamShard, old: Any, new: Any) -> None:
         if getattr(_local, "suppress_stream", False):
@@ -158,11 +176,30 @@ def _patch_dynamodb() -> None:
             return original_query(self, hash_key, *args, **kwargs)
         return original_query(_Partition(self, hash_key), hash_key, *args, **kwargs)
 
-    StreamShard.add = add
-    StreamRecord.__init__ = record_init
-    DynamoDBBackend.update_item = update_item
-    Table.put_item = table_put_item
-    Table.query = query
+    original_add = patching.replace(
+        StreamShard, "add", add, kind=FIX, expect="(self, old, new)",
+        reason="a write that changes nothing emits no stream record (moto emits MODIFY); moto's own Lambda "
+        "delivery off; pollers notified")
+    original_record_init = patching.replace(
+        StreamRecord, "__init__", record_init, kind=FIX, expect="(self, table, stream_type, event_name, old, new, seq)",
+        reason="stream records carry the table's region and eventVersion 1.1, as GetRecords does on AWS")
+    original_update_item = patching.replace(
+        DynamoDBBackend, "update_item", update_item, kind=FIX,
+        expect="(self, table_name, key, update_expression, expression_attribute_names, expression_attribute_values, "
+        "attribute_updates=None, expected=None, condition_expression=None, "
+        "return_values_on_condition_check_failure=None)",
+        reason="marks an UpdateItem, so its keys-only put of a missing item stays out of the stream")
+    original_table_put_item = patching.replace(
+        Table, "put_item", table_put_item, kind=FIX,
+        expect="(self, item_attrs, expected=None, condition_expression=None, expression_attribute_names=None, "
+        "expression_attribute_values=None, overwrite=False, return_values_on_condition_check_failure=None)",
+        reason="UpdateItem on a missing item emits one INSERT (moto emits two: a keys-only one, then the item)")
+    original_query = patching.replace(
+        Table, "query", query, kind=FIX,
+        expect="(self, hash_key, range_comparison, range_objs, limit, exclusive_start_key, scan_index_forward, "
+        "projection_expressions, index_name=None, consistent_read=False, filter_expression=None, "
+        "hash_key_conditions=None, range_key_conditions=None, **filter_kwargs)",
+        reason="Query reads only the queried partition (moto scans the whole table: 98 ms at 10,000 items)")
 
 
 class _Partition:
@@ -219,9 +256,12 @@ def _patch_dynamodbstreams() -> None:
         iterator.sequence_number = start
         return {"NextShardIterator": encode(iterator), "Records": records}
 
-    original_get_shard_iterator = DynamoDBStreamsBackend.get_shard_iterator
-    DynamoDBStreamsBackend.get_shard_iterator = get_shard_iterator
-    DynamoDBStreamsBackend.get_records = get_records
+    original_get_shard_iterator = patching.replace(
+        DynamoDBStreamsBackend, "get_shard_iterator", get_shard_iterator, kind=FIX,
+        expect="(self, arn, shard_id, shard_iterator_type, sequence_number=None)",
+        reason="shard iterators are encoded, not stored server-side (moto keeps every iterator it hands out)")
+    patching.replace(DynamoDBStreamsBackend, "get_records", get_records, kind=FIX, expect="(self, iterator_arn, limit)",
+                     reason="reads the stateless shard iterators get_shard_iterator hands out")
 
 
 class _StatelessIterator:
@@ -237,8 +277,9 @@ class _StatelessIterator:
 def _patch_kinesis() -> None:
     from moto.kinesis.models import KinesisBackend, Record, Shard, Stream
 
-    original_backend_put_record = KinesisBackend.put_record
-    original_shard_init = Shard.__init__
+    SHARD_SEQUENCE_NUMBERS.verify()
+    sequence_numbers = SHARD_SEQUENCE_NUMBERS.get
+    # Each original_* is moto's own function, as patching.replace returns it below.
 
     def backend_put_record(self: KinesisBackend, stream_arn: str, stream_name: str, partition_key: str,
                            explicit_hash_key: str, data: str) -> tuple[str, str]:
@@ -251,22 +292,18 @@ def _patch_kinesis() -> None:
                                 f"{KINESIS_MAX_RECORD_BYTES}")
         return original_backend_put_record(self, stream_arn, stream_name, partition_key, explicit_hash_key, data)
 
-    original_stream_put_record = Stream.put_record
-    original_split = Stream.split_shard
-    original_merge = Stream.merge_shards
-
     def shard_init(self: Shard, *args: Any, **kwargs: Any) -> None:
         original_shard_init(self, *args, **kwargs)
-        self._esjoin_sequence_numbers: list[int] = []  # ascending, parallel to self.records
+        SHARD_SEQUENCE_NUMBERS.set(self, [])  # ascending, parallel to self.records
 
     def shard_put_record(self: Shard, partition_key: str, data: str, explicit_hash_key: str) -> str:
         sequence_number = next_kinesis_sequence_number()
         self.records[sequence_number] = Record(partition_key, data, sequence_number, explicit_hash_key)
-        self._esjoin_sequence_numbers.append(sequence_number)
+        sequence_numbers(self).append(sequence_number)
         return str(sequence_number)
 
     def shard_get_records(self: Shard, last_sequence_id: str, limit: int | None) -> tuple[list, int, int]:
-        numbers = self._esjoin_sequence_numbers
+        numbers = sequence_numbers(self)
         last = int(last_sequence_id)
         start = bisect.bisect_right(numbers, last)
         end = len(numbers) if not limit else min(len(numbers), start + int(limit))
@@ -277,14 +314,16 @@ def _patch_kinesis() -> None:
         return records, records[-1].sequence_number, int(behind * 1000)
 
     def shard_min_sequence_number(self: Shard) -> int:
-        return self._esjoin_sequence_numbers[0] if self._esjoin_sequence_numbers else 0
+        numbers = sequence_numbers(self)
+        return numbers[0] if numbers else 0
 
     def shard_max_sequence_number(self: Shard) -> int:
-        return self._esjoin_sequence_numbers[-1] if self._esjoin_sequence_numbers else 0
+        numbers = sequence_numbers(self)
+        return numbers[-1] if numbers else 0
 
     def shard_sequence_number_at(self: Shard, at_timestamp: float) -> int:
         """The last record written before `at_timestamp` (0: read from the start)."""
-        numbers = self._esjoin_sequence_numbers
+        numbers = sequence_numbers(self)
         times = [self.records[number].created_at for number in numbers]
         index = bisect.bisect_left(times, at_timestamp)
         return numbers[index - 1] if index > 0 else 0
@@ -327,17 +366,40 @@ def _patch_kinesis() -> None:
 
         return reshard
 
-    KinesisBackend.put_record = backend_put_record
-    Shard.__init__ = shard_init
-    Shard.put_record = shard_put_record
-    Shard.get_records = shard_get_records
-    Shard.get_min_sequence_number = shard_min_sequence_number
-    Shard.get_max_sequence_number = shard_max_sequence_number
-    Shard.get_sequence_number_at = shard_sequence_number_at
-    Stream.get_shard_for_key = get_shard_for_key
-    Stream.put_record = stream_put_record
-    Stream.split_shard = keeping_parent_records(original_split)
-    Stream.merge_shards = keeping_parent_records(original_merge)
+    original_backend_put_record = patching.replace(
+        KinesisBackend, "put_record", backend_put_record, kind=FIX,
+        expect="(self, stream_arn, stream_name, partition_key, explicit_hash_key, data)",
+        reason="PutRecord refuses data over 1 MiB (moto checked PutRecords only)")
+    original_shard_init = patching.replace(
+        Shard, "__init__", shard_init, kind=FIX,
+        expect="(self, shard_id, starting_hash, ending_hash, parent=None, adjacent_parent=None)",
+        reason="each shard keeps its sequence numbers in an ascending list (SHARD_SEQUENCE_NUMBERS)")
+    patching.replace(Shard, "put_record", shard_put_record, kind=FIX,
+                     expect="(self, partition_key, data, explicit_hash_key)",
+                     reason="sequence numbers grow across the whole stream, shards and reshards included (moto "
+                     "restarts at 1 on every shard); appending is O(1)")
+    patching.replace(Shard, "get_records", shard_get_records, kind=FIX, expect="(self, last_sequence_id, limit)",
+                     reason="reading is O(log n) in the shard's size (bisect), not O(n)")
+    patching.replace(Shard, "get_min_sequence_number", shard_min_sequence_number, kind=FIX, expect="(self)",
+                     reason="O(1), from the ascending sequence numbers")
+    patching.replace(Shard, "get_max_sequence_number", shard_max_sequence_number, kind=FIX, expect="(self)",
+                     reason="O(1), from the ascending sequence numbers")
+    patching.replace(Shard, "get_sequence_number_at", shard_sequence_number_at, kind=FIX, expect="(self, at_timestamp)",
+                     reason="AT_TIMESTAMP by binary search over the records' arrival times")
+    patching.replace(Stream, "get_shard_for_key", get_shard_for_key, kind=FIX,
+                     expect="(self, partition_key, explicit_hash_key)",
+                     reason="PutRecord routes to open shards only (moto can route to a closed parent after a split)")
+    original_stream_put_record = patching.replace(
+        Stream, "put_record", stream_put_record, kind=FIX, expect="(self, partition_key, explicit_hash_key, data)",
+        reason="moto's own Lambda delivery off; pollers notified of the write")
+    patching.replace(Stream, "split_shard", wrap=keeping_parent_records, kind=FIX,
+                     expect="(self, shard_to_split, new_starting_hash_key)",
+                     reason="a split leaves the parent's records in the parent, readable until they expire (moto "
+                     "moves them into the children under new sequence numbers)")
+    patching.replace(Stream, "merge_shards", wrap=keeping_parent_records, kind=FIX,
+                     expect="(self, shard_to_merge, adjacent_shard_to_merge)",
+                     reason="a merge leaves the parents' records in the parents, readable until they expire (moto "
+                     "moves them into the child under new sequence numbers)")
 
 
 # -- SQS ------------------------------------------------------------------------------------------
@@ -346,8 +408,7 @@ def _patch_kinesis() -> None:
 def _patch_sqs() -> None:
     from moto.sqs.models import Queue, SQSBackend
 
-    original_add_message = Queue.add_message
-    original_change_visibility = SQSBackend.change_message_visibility
+    # Each original_* is moto's own function, as patching.replace returns it below.
 
     def add_message(self: Queue, message: Any) -> None:
         self.lambda_event_source_mappings = {}  # delivery is ours, never moto's
@@ -358,5 +419,10 @@ def _patch_sqs() -> None:
         original_change_visibility(self, queue_name, *args, **kwargs)
         notify(self.get_queue(queue_name).queue_arn)
 
-    Queue.add_message = add_message
-    SQSBackend.change_message_visibility = change_message_visibility
+    original_add_message = patching.replace(
+        Queue, "add_message", add_message, kind=FIX, expect="(self, message)",
+        reason="moto's own Lambda delivery off; pollers notified of the write")
+    original_change_visibility = patching.replace(
+        SQSBackend, "change_message_visibility", change_message_visibility, kind=FIX,
+        expect="(self, queue_name, receipt_handle, visibility_timeout)",
+        reason="pollers notified: a message made visible again is work for them")

@@ -4,7 +4,8 @@ The endpoint serves every request under one lock on one interpreter, so moto's C
 is the endpoint's capacity. Each patch below was found with py-spy under bench/ ("emulator",
 "pipeline") and is measured there; each produces what moto produced (responses compared byte for
 byte, or the same exception at the same point). Applied by `esjoin.emulator.moto_layer.fixes.apply()`, which
-checks moto's version.
+checks moto's version; each goes through `esjoin.emulator.moto_layer.patching.replace`, which checks the
+signature it replaces and records it (`REPLACED`).
 
 Every request
 - moto lists the methods of the service's response class (inspect.getmembers) to check that the
@@ -37,45 +38,30 @@ from __future__ import annotations
 import base64
 import copy
 import functools
-import inspect
 import string
 import threading
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
+from esjoin.emulator.moto_layer import patching
+from esjoin.emulator.moto_layer.patching import PatchKind
+
+SPEED = PatchKind.SPEED
 REQUEST_ID_CHARACTERS = string.ascii_letters + string.digits  # moto's get_random_string pool
 ITEM_SIZE_LIMIT = 405000  # moto's LimitedSizeDict limit, in bytes
 
 _local = threading.local()
 
 
-@dataclass(frozen=True)
-class Replaced:
-    """One thing `apply()` replaced: `owner.name` (`owner[name]` when owner is a dict) and moto's own
-    value there (MISSING: the dict had no such entry). Kept so the tests can compare each patch's
-    answers with moto's own code (tests/emulator/test_speed_equivalence.py)."""
-
-    owner: Any
-    name: str
-    original: Any
-
-
-MISSING = object()
-REPLACED: list[Replaced] = []  # in the order apply() replaced them; the first record of a name wins
-
-
-def _replace(owner: Any, name: str, value: Any) -> None:
-    if isinstance(owner, dict):
-        original = owner.get(name, MISSING)
-        owner[name] = value
-    else:
-        original = inspect.getattr_static(owner, name)  # the descriptor itself (a property, a function)
-        setattr(owner, name, value)
-    if not any(entry.owner is owner and entry.name == name for entry in REPLACED):
-        REPLACED.append(Replaced(owner, name, original))
+# What `apply()` replaced, in order: `owner.name` (`owner[name]` for a dict) and moto's own value there
+# (`original`; MISSING: the dict had no such entry). A live view of the patch registry, so the tests can
+# compare each patch's answers with moto's own code (tests/emulator/test_speed_*.py).
+REPLACED: Sequence[patching.Patch] = patching.REGISTRY.view(SPEED)
+MISSING = patching.MISSING
 
 
 def apply() -> None:
+    """Install the speed patches (again: each wraps moto's own code, never an earlier patch)."""
     _patch_every_request()
     _patch_dynamodb_responses()
     _patch_json_requests()
@@ -91,9 +77,11 @@ def _patch_every_request() -> None:
     from moto.core import responses
 
     # Callers only test membership (`action in method_names`); the shared list is never changed.
-    _replace(responses, "method_names_from_class",
-             functools.lru_cache(maxsize=None)(responses.method_names_from_class))
-    _replace(responses, "gen_amzn_requestid_long", request_id)
+    patching.replace(responses, "method_names_from_class", wrap=functools.lru_cache(maxsize=None), kind=SPEED,
+                     expect="(clazz)", reason="the response class's method list, fixed per class, computed once "
+                     "instead of on every request (~0.3 ms a request)")
+    patching.replace(responses, "gen_amzn_requestid_long", request_id, kind=SPEED, expect="(headerdict=None)",
+                     reason="the 52-character request id takes one random.choices call instead of 52 random.choice")
 
 
 def request_id(headerdict: dict[str, Any] | None = None) -> str:
@@ -135,7 +123,9 @@ def _patch_dynamodb_responses() -> None:
             return value
         return generic_to_dict(value)  # datetimes, objects with to_json, subclasses
 
-    _replace(responses, "dynamo_to_dict", dynamo_to_dict)  # what DynamoResult converts results with
+    patching.replace(responses, "dynamo_to_dict", dynamo_to_dict, kind=SPEED, expect="(obj)",
+                     reason="DynamoDB results (DynamoResult) converted to dictionaries with a short path for "
+                     "moto's own types")
 
     class AttributeValueJSONSerializer(serialize.JSONSerializer):
         """moto's JSON serializer; AttributeValues (and maps and lists of them) written directly."""
@@ -161,7 +151,12 @@ def _patch_dynamodb_responses() -> None:
             super()._serialize_type_list(serialized, value, shape, key)
 
     for service in ("dynamodb", "dynamodbstreams"):
-        _replace(serialize.SERVICE_SPECIFIC_SERIALIZERS.setdefault(service, {}), "json", AttributeValueJSONSerializer)
+        # moto has no serializer of its own for these (its generic JSONSerializer answers): expect no entry.
+        patching.replace(serialize.SERVICE_SPECIFIC_SERIALIZERS.setdefault(service, {}), "json",
+                         AttributeValueJSONSerializer, kind=SPEED, expect=patching.MISSING,
+                         owner_name=f"moto.core.serialize.SERVICE_SPECIFIC_SERIALIZERS[{service!r}]",
+                         reason="AttributeValues, attribute maps and item lists in responses written directly "
+                         "instead of walked through the botocore shape")
 
 
 def _is_attribute_map(shape: Any) -> bool:
@@ -248,7 +243,10 @@ def _patch_json_requests() -> None:
                     parsed[name] = raw
             return parsed
 
-    _replace(parse.PROTOCOL_PARSERS, "json", AttributeValueJSONParser)
+    patching.replace(parse.PROTOCOL_PARSERS, "json", AttributeValueJSONParser, kind=SPEED, expect=parse.JSONParser,
+                     owner_name="moto.core.parse.PROTOCOL_PARSERS",
+                     reason="DynamoDB AttributeValues in requests parsed directly instead of member by member "
+                     "through the shape")
 
 
 def _is_dynamodb_attribute_value(shape: Any) -> bool:
@@ -264,20 +262,25 @@ def _patch_dynamodb_query() -> None:
     from moto.dynamodb.models import table
     from moto.dynamodb.responses import DynamoHandler
 
-    original_query_action = DynamoHandler.query
+    def marking_query_response(original_query_action: Any) -> Any:
+        @functools.wraps(original_query_action)
+        def query_action(self: DynamoHandler) -> Any:
+            # The items Table.query returns go straight into new response dictionaries (dynamo_to_dict),
+            # under the endpoint's lock: its deep copy of them protects nothing here.
+            _local.query_response = True
+            try:
+                return original_query_action(self)
+            finally:
+                _local.query_response = False
 
-    @functools.wraps(original_query_action)
-    def query_action(self: DynamoHandler) -> Any:
-        # The items Table.query returns go straight into new response dictionaries (dynamo_to_dict),
-        # under the endpoint's lock: its deep copy of them protects nothing here.
-        _local.query_response = True
-        try:
-            return original_query_action(self)
-        finally:
-            _local.query_response = False
+        return query_action
 
-    _replace(table, "copy", _CopyUnlessQueryResponse())
-    _replace(DynamoHandler, "query", query_action)
+    patching.replace(table, "copy", _CopyUnlessQueryResponse(), kind=SPEED, expect=copy,
+                     reason="Table.query's deep copy of every item it returns skipped while a Query API call "
+                     "builds its response")
+    patching.replace(DynamoHandler, "query", wrap=marking_query_response, kind=SPEED, expect="(self)",
+                     reason="marks a Query API call building its response, for the copy patch of "
+                     "moto.dynamodb.models.table")
 
 
 class _CopyUnlessQueryResponse:
@@ -316,7 +319,9 @@ def _patch_dynamodb_items() -> None:
                 raise ItemSizeTooLarge
             dict.__setitem__(self.attrs, key, typed)
 
-    _replace(Item, "__init__", item_init)
+    patching.replace(Item, "__init__", item_init, kind=SPEED, expect="(self, hash_key, range_key, attrs)",
+                     reason="an item's size adds each attribute once instead of re-adding all of them at every "
+                     "insert; the same 405,000-byte limit at the same attribute")
 
 
 # -- SQS ---------------------------------------------------------------------------------------------
@@ -344,7 +349,11 @@ def _patch_sqs() -> None:
         now = unix_time_millis()
         return sum(1 for m in self._messages if not now > m.visible_at)
 
-    _replace(SQSBackend, "is_message_valid_based_on_retention_period", is_message_valid_based_on_retention_period)
-    _replace(Queue, "messages", property(messages))
-    _replace(Queue, "approximate_number_of_messages_delayed", property(number_delayed))
-    _replace(Queue, "approximate_number_of_messages_not_visible", property(number_not_visible))
+    patching.replace(SQSBackend, "is_message_valid_based_on_retention_period",
+                     is_message_valid_based_on_retention_period, kind=SPEED, expect="(self, queue_name, message)",
+                     reason="ReceiveMessage reads the retention period directly instead of computing every queue "
+                     "attribute once per message received")
+    for name, getter in (("messages", messages), ("approximate_number_of_messages_delayed", number_delayed),
+                         ("approximate_number_of_messages_not_visible", number_not_visible)):
+        patching.replace(Queue, name, property(getter), kind=SPEED, expect="(self)",
+                         reason="a pass over the queue's messages reads the clock once instead of twice a message")

@@ -14,14 +14,11 @@ from typing import Any
 
 from esjoin.emulator.event_source_mapping import payloads
 from esjoin.emulator.event_source_mapping.pollers.stream import ShardInfo, StreamRecord, StreamSource
+from esjoin.emulator.invocation import default_role
 from esjoin.emulator.moto_layer.backends import MotoBackends
+from esjoin.emulator.moto_layer.fixes import kinesis_shard_sequence_numbers
 
 log = logging.getLogger("esjoin.esm.kinesis")
-
-
-def default_role(function_arn: str) -> str:
-    """The role a Kinesis record's invokeIdentityArn names when the Lambda API gives none."""
-    return f"arn:aws:iam::{function_arn.split(':')[4]}:role/lambda-role"
 
 
 class KinesisStreamSource(StreamSource):
@@ -94,5 +91,5 @@ class KinesisStreamSource(StreamSource):
         shard = self._shard(shard_id)
         if shard is None:
             return 0
-        numbers = shard._esjoin_sequence_numbers  # esjoin.emulator.moto_layer.fixes keeps it sorted
+        numbers = kinesis_shard_sequence_numbers(shard)  # ascending
         return len(numbers) - bisect.bisect_right(numbers, after or 0)
