@@ -1,5 +1,5 @@
 """Fixtures for the endpoint's black-box tests (tests/emulator/test_endpoint_*.py), and `harness`
-for the mapping engine's in-process tests (tests/emulator/test_esm_*.py; helpers in test_esm_support.py).
+for the mapping engine's in-process tests (tests/emulator/test_esm_*.py; helpers in support/esm.py).
 
 One endpoint per test module, started in this process on a free port (`endpoint`), boto3 clients
 for it with dummy credentials, the control API, a function factory that deletes what it created, and
@@ -9,7 +9,9 @@ Module scope, not session scope: the endpoint's Lambda runtime owns threads and 
 test_runtime.py asserts that none exist once its own runtimes shut down; an endpoint left running for
 the whole session would fail those checks. Stopping it at the end of each module (and checking that
 stop() left no thread behind) keeps the other tests in this directory as if this file did not exist.
-Fixtures only, nothing autouse. Helpers live in test_endpoint_support.py.
+`speed_patches` and `moto_app` serve the comparisons of the speed patches and the direct dispatch with
+moto's own code (test_speed_*.py, test_dispatch_equivalence.py; helpers in support/moto_speed.py).
+Fixtures only, nothing autouse. Helpers live in support/endpoint.py.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_endpoint_support import (
+
+from esjoin.emulator.moto_layer import fixes as moto_fixes
+from esjoin.emulator.moto_layer.notifier import ChangeNotifier
+from tests.emulator.support.endpoint import (
     PROBE_SOURCE,
     Control,
     Endpoint,
@@ -31,7 +36,8 @@ from test_endpoint_support import (
     unique,
     wait_until,
 )
-from test_esm_support import EngineHarness
+from tests.emulator.support.esm import EngineHarness
+from tests.emulator.support.moto_speed import ACCOUNT
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +136,28 @@ def harness(tmp_path: Path) -> Iterator[EngineHarness]:
     harness = EngineHarness(tmp_path)
     yield harness
     harness.close()
+
+
+# -- moto in this process, patched as the endpoint patches it ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def speed_patches() -> Iterator[None]:
+    """moto patched as the endpoint patches it (moto_fixes.apply applies moto_speed too), answering for
+    ACCOUNT (an endpoint started in this process before sets MOTO_ACCOUNT_ID to its own)."""
+    notifier = ChangeNotifier()
+    moto_fixes.apply(notifier)
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("MOTO_ACCOUNT_ID", ACCOUNT)
+        try:
+            yield
+        finally:
+            moto_fixes.release(notifier)
+
+
+@pytest.fixture(scope="module")
+def moto_app(speed_patches: None) -> Any:
+    """moto's own WSGI app (DomainDispatcherApplication), as esjoin.emulator.moto_layer.backends builds it."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    return DomainDispatcherApplication(create_backend_app)

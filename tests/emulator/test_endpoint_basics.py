@@ -14,7 +14,8 @@ from typing import Any
 
 import botocore.exceptions
 import pytest
-from test_endpoint_support import (
+
+from tests.emulator.support.endpoint import (
     REGION,
     Control,
     Endpoint,

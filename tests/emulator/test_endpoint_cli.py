@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_endpoint_support import (
+
+from tests.emulator.support.endpoint import (
     REGION,
     ROLE,
     RUNTIME,

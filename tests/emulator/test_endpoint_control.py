@@ -7,7 +7,8 @@ import threading
 from typing import Any
 
 import pytest
-from test_endpoint_support import (
+
+from tests.emulator.support.endpoint import (
     Control,
     Functions,
     Probe,

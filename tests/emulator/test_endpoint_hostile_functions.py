@@ -6,8 +6,8 @@ test_runtime_hostile.py (fixtures in conftest.py; this module has its own endpoi
 
 from __future__ import annotations
 
-import test_runtime_hostile
-from test_runtime_hostile import ESCAPING, PROXIES, alive, assert_all_gone
+from tests.emulator import test_runtime_hostile
+from tests.emulator.test_runtime_hostile import ESCAPING, PROXIES, alive, assert_all_gone
 
 # test_runtime_hostile.py's fixtures, requested here by name.
 escaped = test_runtime_hostile.escaped

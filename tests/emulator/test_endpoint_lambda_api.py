@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from test_endpoint_support import (
+
+from tests.emulator.support.endpoint import (
     ACCOUNT,
     REGION,
     ROLE,

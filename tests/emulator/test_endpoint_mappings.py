@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.utilities.parser.models import DynamoDBStreamModel, KinesisDataStreamModel, SqsModel
 from botocore.exceptions import ClientError
-from test_endpoint_support import (
+
+from tests.emulator.support.endpoint import (
     ACCOUNT,
     REGION,
     Control,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from test_endpoint_support import Endpoint, create_stream, create_table, wait_until
+from tests.emulator.support.endpoint import Endpoint, create_stream, create_table, wait_until
 
 HALF_HASH = 2**127  # splits the 128-bit hash key space in two
 

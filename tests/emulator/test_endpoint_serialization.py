@@ -19,7 +19,8 @@ from collections.abc import Iterator
 
 import pytest
 from botocore.exceptions import ClientError
-from test_endpoint_support import Control, Endpoint, create_table, start_endpoint
+
+from tests.emulator.support.endpoint import Control, Endpoint, create_table, start_endpoint
 
 RACERS = 4
 KEYS = 25

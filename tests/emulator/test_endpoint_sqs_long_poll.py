@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any
 
-from test_endpoint_support import Endpoint, create_queue, create_table, unique
+from tests.emulator.support.endpoint import Endpoint, create_queue, create_table, unique
 
 
 class LongPoll:

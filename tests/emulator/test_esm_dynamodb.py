@@ -10,7 +10,9 @@ from aws_lambda_powertools.utilities.parser.models import (
     DynamoDBStreamLambdaOnFailureDestinationModel,
     DynamoDBStreamModel,
 )
-from test_esm_support import (
+
+from esjoin.emulator.event_source_mapping.payloads import lane_hash
+from tests.emulator.support.esm import (
     FUNCTION_ARN,
     REGION,
     EngineHarness,
@@ -23,8 +25,6 @@ from test_esm_support import (
     put_item,
     queue_messages,
 )
-
-from esjoin.emulator.event_source_mapping.payloads import lane_hash
 
 
 def test_changes_arrive_in_order_as_aws_dynamodb_stream_events(harness: EngineHarness) -> None:

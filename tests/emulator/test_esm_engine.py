@@ -8,7 +8,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_esm_support import (
+
+from esjoin.emulator.invocation import LambdaServiceError
+from tests.emulator.support.esm import (
     REGION,
     EngineHarness,
     Gate,
@@ -23,8 +25,6 @@ from test_esm_support import (
     updated,
     wait_until,
 )
-
-from esjoin.emulator.invocation import LambdaServiceError
 
 
 def write(harness: EngineHarness, stream: str, numbers: range, keys: int = 3) -> None:

@@ -11,7 +11,11 @@ import time
 
 import pytest
 from aws_lambda_powertools.utilities.parser.models import KinesisDataStreamModel
-from test_esm_support import (
+
+from esjoin.emulator.event_source_mapping.engine import EventSourceMappingEngine
+from esjoin.emulator.event_source_mapping.payloads import lane_hash
+from esjoin.emulator.invocation import LambdaServiceError
+from tests.emulator.support.esm import (
     ACCOUNT,
     FUNCTION_ARN,
     REGION,
@@ -29,10 +33,6 @@ from test_esm_support import (
     updated,
     wait_until,
 )
-
-from esjoin.emulator.event_source_mapping.engine import EventSourceMappingEngine
-from esjoin.emulator.event_source_mapping.payloads import lane_hash
-from esjoin.emulator.invocation import LambdaServiceError
 
 
 def write(harness: EngineHarness, stream: str, items: list[tuple[str, int]]) -> list[str]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 from aws_lambda_powertools.utilities.parser.models import SqsModel
-from test_esm_support import (
+
+from tests.emulator.support.esm import (
     REGION,
     EngineHarness,
     Gate,

@@ -8,7 +8,9 @@ import threading
 from collections import defaultdict
 
 import pytest
-from test_esm_support import (
+
+from esjoin.emulator.invocation import InvocationResult, LambdaServiceError
+from tests.emulator.support.esm import (
     Call,
     EngineHarness,
     create_stream,
@@ -18,8 +20,6 @@ from test_esm_support import (
     put_record,
     wait_until,
 )
-
-from esjoin.emulator.invocation import InvocationResult, LambdaServiceError
 
 
 class ChaoticFunction:

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from test_endpoint_support import (
+
+from esjoin.emulator.event_source_mapping.filters import MAX_FILTERS, FilterCriteriaError, compile_criteria
+from tests.emulator.support.endpoint import (
     Control,
     Probe,
     create_queue,
@@ -24,8 +26,6 @@ from test_endpoint_support import (
     wait_mapping_state,
     wait_until,
 )
-
-from esjoin.emulator.event_source_mapping.filters import MAX_FILTERS, FilterCriteriaError, compile_criteria
 
 
 def criteria(*patterns: dict[str, Any]) -> dict[str, Any]:

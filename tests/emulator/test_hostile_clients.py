@@ -25,8 +25,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-from test_endpoint_malformed import RawResponse, assert_aws_error, send, signed
-from test_endpoint_support import (
+
+from tests.emulator.support.endpoint import (
     REGION,
     ROLE,
     RUNTIME,
@@ -40,6 +40,7 @@ from test_endpoint_support import (
     unique,
     wait_until,
 )
+from tests.emulator.support.raw_http import RawResponse, assert_aws_error, send, signed
 
 EVIL = "https://evil.example"
 

@@ -19,14 +19,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import test_runtime
-from test_endpoint_support import wait_until as wait_for
-from test_runtime import document, invoke, process_gone
 
 from esjoin.emulator.invocation import UNHANDLED, FunctionSpec
+from esjoin.emulator.lambda_service.environment import function_environment
 from esjoin.emulator.lambda_service.logs import MAX_EVENT_BYTES, WorkerOutputDecoder, split_message
-from esjoin.emulator.lambda_service.runtime import LambdaRuntime, function_environment
+from esjoin.emulator.lambda_service.runtime import LambdaRuntime
 from esjoin.emulator.lambda_service.worker_program import log_marker
+from tests.emulator import test_runtime
+from tests.emulator.support.endpoint import wait_until as wait_for
+from tests.emulator.test_runtime import document, invoke, process_gone
 
 KILL_WAIT_SECONDS = 10.0
 

@@ -1,5 +1,5 @@
 """The demo pipeline's fixtures, built on the esjoin plugin's `esjoin_backend` and `esjoin_control`
-(helpers are in integration_support.py).
+(helpers are in support/scenario.py).
 
     backend          the session's Backend (the plugin's esjoin_backend)
     stack            the test stage's outputs, bootstrapped once per session (short snapshot horizon)
@@ -24,12 +24,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from integration_support import Faults
 
 from esjoin.testing.backends import EMBEDDED, STATE_DIR, Backend
 from esjoin.testing.control import ControlClient
 from esjoin.testing.pipeline import Pipeline
 from esjoin.testing.pytest_plugin import LONG_OPTION, STAGE_OPTION
+from tests.integration.support.scenario import Faults
 
 # The stage every scenario shares: a 2-second snapshot horizon (the default is 60 s) so snapshots
 # and trims happen within a test; a low snapshot threshold so the trigger asks for them; a short

@@ -11,7 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from integration_support import (
+
+from esjoin.testing.checks import assert_converged
+from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
+from esjoin.testing.pipeline import Pipeline
+from tests.integration.support.scenario import (
     history_mark,
     invocations,
     kinesis_event_id,
@@ -21,10 +25,6 @@ from integration_support import (
     wait_for_view_count,
     wait_until,
 )
-
-from esjoin.testing.checks import assert_converged
-from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
-from esjoin.testing.pipeline import Pipeline
 
 
 def test_a_producer_retry_counts_once_also_after_its_first_copies_were_trimmed(pipeline, new_user):

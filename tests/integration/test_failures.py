@@ -14,7 +14,10 @@ The invocation history shows each attempt.
 from __future__ import annotations
 
 import pytest
-from integration_support import (
+
+from esjoin.testing.checks import assert_converged
+from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
+from tests.integration.support.scenario import (
     describe_invocations,
     history_mark,
     invocations,
@@ -25,9 +28,6 @@ from integration_support import (
     wait_for_rule_used,
     wait_for_view_count,
 )
-
-from esjoin.testing.checks import assert_converged
-from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
 
 pytestmark = pytest.mark.embedded_only("injects function and request faults through the control API")
 

@@ -38,12 +38,12 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from integration_support import Faults, snapshot_write_marker
 
 from esjoin.testing.checks import assert_converged, failure_report, problems_at_quiescence
 from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
 from esjoin.testing.oracle import KNOWN_TYPES, USER_CREATED, USER_LOGGED_IN
 from esjoin.testing.pipeline import EventLog, Pipeline
+from tests.integration.support.scenario import Faults, snapshot_write_marker
 
 USERS = 3
 KINDS = KNOWN_TYPES

@@ -1,9 +1,8 @@
 """Scenario: the join as the original example meant it, through the whole pipeline."""
 
-from integration_support import wait_for_view_count
-
 from esjoin.testing.checks import assert_converged
 from esjoin.testing.events import logged_in, order_submitted, user_created
+from tests.integration.support.scenario import wait_for_view_count
 
 
 def test_users_logins_and_orders_fold_into_view_rows(pipeline, new_user):

@@ -3,16 +3,15 @@ snapshot. The original example took "events older than the horizon" by timestamp
 watermark to the highest sequence number it had seen: the younger events in between were skipped,
 and trim then deleted them for good."""
 
-from integration_support import (
+from esjoin.testing.checks import assert_converged, problems_at_quiescence
+from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
+from esjoin.testing.pipeline import Pipeline
+from tests.integration.support.scenario import (
     wait_for_queue_drained,
     wait_for_snapshot_count,
     wait_for_stored_count,
     wait_for_view_count,
 )
-
-from esjoin.testing.checks import assert_converged, problems_at_quiescence
-from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
-from esjoin.testing.pipeline import Pipeline
 
 
 def late_events_after_a_snapshot(pipeline: Pipeline, user: str) -> None:

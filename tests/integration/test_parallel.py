@@ -16,12 +16,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from integration_support import history_mark, invocations, kinesis_event_id
 
 from esjoin.testing.checks import assert_converged
 from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
 from esjoin.testing.oracle import user_of
 from esjoin.testing.pipeline import Pipeline
+from tests.integration.support.scenario import history_mark, invocations, kinesis_event_id
 
 PARALLEL_STAGE = {"shard_count": 3, "parallelization_factor": 4}
 USERS = 24

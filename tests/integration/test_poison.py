@@ -12,10 +12,15 @@ from __future__ import annotations
 import base64
 import json
 
-from integration_support import kinesis_event_id, put_mixed, shard_of, user_on_shard, wait_for_failure_message
-
 from esjoin.testing.checks import assert_converged
 from esjoin.testing.events import logged_in, new_id, now_ms, order_submitted, user_created
+from tests.integration.support.scenario import (
+    kinesis_event_id,
+    put_mixed,
+    shard_of,
+    user_on_shard,
+    wait_for_failure_message,
+)
 
 
 def test_poison_records_go_to_the_failure_queue_and_the_shard_keeps_moving(pipeline, new_user):

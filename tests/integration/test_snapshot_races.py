@@ -14,7 +14,11 @@ import threading
 import time
 
 import pytest
-from integration_support import (
+
+from esjoin.testing.checks import assert_converged, problems_at_quiescence
+from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
+from esjoin.testing.pipeline import Pipeline
+from tests.integration.support.scenario import (
     Faults,
     StateSampler,
     history_mark,
@@ -26,10 +30,6 @@ from integration_support import (
     wait_for_view_count,
     wait_until,
 )
-
-from esjoin.testing.checks import assert_converged, problems_at_quiescence
-from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
-from esjoin.testing.pipeline import Pipeline
 
 HELD_SECONDS = 2.0
 """How long the slow snapshot's PutItem is held: long enough for three events to cross the pipeline

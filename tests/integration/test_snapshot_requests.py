@@ -11,17 +11,17 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from integration_support import (
+
+from esjoin.testing.checks import assert_converged
+from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
+from esjoin.testing.pipeline import Pipeline
+from tests.integration.support.scenario import (
     view_of,
     wait_for_snapshot_count,
     wait_for_stored_count,
     wait_for_view_count,
     wait_until,
 )
-
-from esjoin.testing.checks import assert_converged
-from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
-from esjoin.testing.pipeline import Pipeline
 
 MANUAL_SNAPSHOTS = {"snapshot_threshold": 1_000_000}
 """A stage whose trigger never asks for a snapshot: only the scenario does, so it knows what each

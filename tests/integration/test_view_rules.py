@@ -7,10 +7,9 @@ to update.
 
 from __future__ import annotations
 
-from integration_support import shard_of, user_on_shard, wait_for_snapshot_count, wait_for_stored_count
-
 from esjoin.testing.checks import assert_converged
 from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
+from tests.integration.support.scenario import shard_of, user_on_shard, wait_for_snapshot_count, wait_for_stored_count
 
 
 def test_an_older_login_arriving_after_a_newer_one_does_not_move_last_login_back(pipeline, new_user):

@@ -1,9 +1,8 @@
 """What the scenario suites share beyond the harness: waits on one user's state, shard arithmetic,
 fault rules that clean up after themselves, a sampler for I4, and readings of the invocation history.
 
-Imported by the test modules as `integration_support` (pytest puts this directory on sys.path, as
-tests/emulator does for its support module). Every wait uses the backend's deadlines and, when it
-times out, says what it saw and what the pipeline did.
+Imported by the test modules as `tests.integration.support.scenario`. Every wait uses the backend's
+deadlines and, when it times out, says what it saw and what the pipeline did.
 """
 
 from __future__ import annotations

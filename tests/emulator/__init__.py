@@ -1,0 +1,1 @@
+"""The endpoint over HTTP, its Lambda runtime and its mapping engine."""

@@ -1,0 +1,1 @@
+"""What the scenario suites share beyond the esjoin harness (no tests here): `scenario`."""
