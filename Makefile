@@ -57,6 +57,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)

@@ -21,13 +21,23 @@ EXPLICIT_PARTS = ("robustness",)  # too long for every run: only when named
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("part", nargs="?", choices=PARTS + EXPLICIT_PARTS,
-                        help=f"one part (default: {', '.join(PARTS)})")
+    parser.add_argument(
+        "part", nargs="?", choices=PARTS + EXPLICIT_PARTS, help=f"one part (default: {', '.join(PARTS)})"
+    )
     parser.add_argument("--quick", action="store_true", help="smaller samples: checks the benchmarks run")
-    parser.add_argument("--only", default="", help="comma-separated sections of the emulator part "
-                        "(startup,calls,two_hop,throughput) or of the robustness part (lock_hold,load,kill_workers)")
-    parser.add_argument("--endpoint", action="append", default=[], metavar="URL",
-                        help="smoke part: also run the workload on this local endpoint (repeatable)")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated sections of the emulator part "
+        "(startup,calls,two_hop,throughput) or of the robustness part (lock_hold,load,kill_workers)",
+    )
+    parser.add_argument(
+        "--endpoint",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="smoke part: also run the workload on this local endpoint (repeatable)",
+    )
     return parser.parse_args(argv)
 
 

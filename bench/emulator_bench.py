@@ -54,8 +54,15 @@ class Settings:
 
     @classmethod
     def quick(cls) -> Settings:
-        return cls(startup_runs=3, call_rounds=2, calls_per_round=100, warmup_calls=20, two_hop_records=200,
-                   throughput_records=5000, throughput_runs=1)
+        return cls(
+            startup_runs=3,
+            call_rounds=2,
+            calls_per_round=100,
+            warmup_calls=20,
+            two_hop_records=200,
+            throughput_records=5000,
+            throughput_runs=1,
+        )
 
 
 def run(quick: bool = False, sections: tuple[str, ...] = ("startup", "calls", "two_hop", "throughput")) -> PartReport:
@@ -96,8 +103,10 @@ def measure_startup(report: PartReport, settings: Settings) -> None:
         "bytecode cached": {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": cache_dir},
     }
     configured = os.environ.get("PYTHONDONTWRITEBYTECODE") or "unset"
-    report.data["startup"] = {"PYTHONDONTWRITEBYTECODE": configured,
-                              "emulatorBytecodeInTree": any(REPO_ROOT.glob("emulator/**/__pycache__"))}
+    report.data["startup"] = {
+        "PYTHONDONTWRITEBYTECODE": configured,
+        "emulatorBytecodeInTree": any(REPO_ROOT.glob("emulator/**/__pycache__")),
+    }
     try:
         for variant, env in variants.items():
             if variant == "bytecode cached":
@@ -114,14 +123,26 @@ def measure_startup(report: PartReport, settings: Settings) -> None:
                 ready.append(endpoint.ready_seconds or 0.0)
                 endpoint.stop()
             median = statistics.median(ready)
-            report.data["startup"][variant] = {"readySeconds": [round(t, 3) for t in ready], "spread": spread(ready),
-                                               "firstCallMs": [round(t, 1) for t in first_call]}
+            report.data["startup"][variant] = {
+                "readySeconds": [round(t, 3) for t in ready],
+                "spread": spread(ready),
+                "firstCallMs": [round(t, 1) for t in first_call],
+            }
             name = "start to ready (`python -m esjoin.emulator`, health 200)" + (
-                f", PYTHONDONTWRITEBYTECODE={configured}" if variant == "as configured" else ", bytecode cached")
-            report.add(Measurement(name, median, "s", f"< {READY_TARGET_SECONDS} s", median < READY_TARGET_SECONDS,
-                                   f"median of {len(ready)}; runs {', '.join(f'{t:.2f}' for t in ready)}; first "
-                                   f"call after ready {statistics.median(first_call):.0f} ms (median)",
-                                   (load_before, load_average())))
+                f", PYTHONDONTWRITEBYTECODE={configured}" if variant == "as configured" else ", bytecode cached"
+            )
+            report.add(
+                Measurement(
+                    name,
+                    median,
+                    "s",
+                    f"< {READY_TARGET_SECONDS} s",
+                    median < READY_TARGET_SECONDS,
+                    f"median of {len(ready)}; runs {', '.join(f'{t:.2f}' for t in ready)}; first "
+                    f"call after ready {statistics.median(first_call):.0f} ms (median)",
+                    (load_before, load_average()),
+                )
+            )
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
 
@@ -148,8 +169,9 @@ def _operations(clients: Callable[[str], Any], run: str) -> dict[str, Operation]
     return {
         "DynamoDB PutItem": lambda i: dynamodb.put_item(TableName=table, Item=item(i)),
         "DynamoDB GetItem": lambda i: dynamodb.get_item(TableName=table, Key={"pk": {"S": f"key-{i % 500}"}}),
-        "Kinesis PutRecord": lambda i: kinesis.put_record(StreamName=stream, Data=payload.encode(),
-                                                          PartitionKey=f"key-{i}"),
+        "Kinesis PutRecord": lambda i: kinesis.put_record(
+            StreamName=stream, Data=payload.encode(), PartitionKey=f"key-{i}"
+        ),
         "SQS SendMessage": lambda i: sqs.send_message(QueueUrl=queue_url, MessageBody=payload),
     }
 
@@ -176,8 +198,9 @@ def measure_calls(report: PartReport, settings: Settings) -> None:
             order = ["endpoint", "moto"] if round_ % 2 == 0 else ["moto", "endpoint"]
             for server in order:
                 for name, operation in servers[server].items():
-                    taken = _time_calls(operation, settings.warmup_calls + round_ * settings.calls_per_round,
-                                        settings.calls_per_round)
+                    taken = _time_calls(
+                        operation, settings.warmup_calls + round_ * settings.calls_per_round, settings.calls_per_round
+                    )
                     samples[server][name].extend(taken)
                     round_medians[server][name].append(statistics.median(taken))
     load_after = load_average()
@@ -185,25 +208,48 @@ def measure_calls(report: PartReport, settings: Settings) -> None:
     for name in samples["endpoint"]:
         ours_summary, moto_summary = summary_ms(samples["endpoint"][name]), summary_ms(samples["moto"][name])
         overhead = 100 * (ours_summary["p50"] - moto_summary["p50"]) / moto_summary["p50"]
-        per_round = [100 * (o - m) / m for o, m in zip(round_medians["endpoint"][name], round_medians["moto"][name],
-                                                          strict=True)]
-        data[name] = {"endpoint": ours_summary, "moto": moto_summary, "overheadPercentAtMedian": round(overhead, 2),
-                      "overheadPercentPerRound": [round(v, 2) for v in per_round],
-                      "endpointRoundMediansMs": [round(v, 3) for v in round_medians["endpoint"][name]],
-                      "motoRoundMediansMs": [round(v, 3) for v in round_medians["moto"][name]]}
-        rows.append([name, f"{ours_summary['p50']:.2f}", f"{ours_summary['p99']:.2f}", f"{moto_summary['p50']:.2f}",
-                     f"{moto_summary['p99']:.2f}", f"{overhead:+.1f} %",
-                     f"{min(per_round):+.1f} .. {max(per_round):+.1f} %"])
-        report.add(Measurement(f"gateway overhead at the median: {name}", overhead, "%",
-                               f"< {OVERHEAD_TARGET_PERCENT:.0f} %", overhead < OVERHEAD_TARGET_PERCENT,
-                               f"endpoint {ours_summary['p50']:.2f} ms vs moto {moto_summary['p50']:.2f} ms, "
-                               f"n={ours_summary['n']} each; per round {min(per_round):+.1f}..{max(per_round):+.1f} %",
-                               (load_before, load_after)))
+        per_round = [
+            100 * (o - m) / m for o, m in zip(round_medians["endpoint"][name], round_medians["moto"][name], strict=True)
+        ]
+        data[name] = {
+            "endpoint": ours_summary,
+            "moto": moto_summary,
+            "overheadPercentAtMedian": round(overhead, 2),
+            "overheadPercentPerRound": [round(v, 2) for v in per_round],
+            "endpointRoundMediansMs": [round(v, 3) for v in round_medians["endpoint"][name]],
+            "motoRoundMediansMs": [round(v, 3) for v in round_medians["moto"][name]],
+        }
+        rows.append(
+            [
+                name,
+                f"{ours_summary['p50']:.2f}",
+                f"{ours_summary['p99']:.2f}",
+                f"{moto_summary['p50']:.2f}",
+                f"{moto_summary['p99']:.2f}",
+                f"{overhead:+.1f} %",
+                f"{min(per_round):+.1f} .. {max(per_round):+.1f} %",
+            ]
+        )
+        report.add(
+            Measurement(
+                f"gateway overhead at the median: {name}",
+                overhead,
+                "%",
+                f"< {OVERHEAD_TARGET_PERCENT:.0f} %",
+                overhead < OVERHEAD_TARGET_PERCENT,
+                f"endpoint {ours_summary['p50']:.2f} ms vs moto {moto_summary['p50']:.2f} ms, "
+                f"n={ours_summary['n']} each; per round {min(per_round):+.1f}..{max(per_round):+.1f} %",
+                (load_before, load_after),
+            )
+        )
     report.data["calls"] = data
     report.extra_tables.append(
-        "Per-call latency, ms (boto3 client, one call at a time, warm connection):\n\n" + markdown_table(
-            ["call", "endpoint p50", "endpoint p99", "moto p50", "moto p99", "overhead at p50",
-             "overhead per round"], rows))
+        "Per-call latency, ms (boto3 client, one call at a time, warm connection):\n\n"
+        + markdown_table(
+            ["call", "endpoint p50", "endpoint p99", "moto p50", "moto p99", "overhead at p50", "overhead per round"],
+            rows,
+        )
+    )
 
 
 # -- 3. two hops ---------------------------------------------------------------------------------------
@@ -236,8 +282,12 @@ def measure_two_hops(report: PartReport, settings: Settings) -> None:
             put(f"r{i:05d}")
         sent_seconds = time.perf_counter() - started
         total = settings.two_hop_records + 10
-        wait_for(f"{settings.two_hop_records} records through both hops",
-                 lambda: count_items(dynamodb, out_table) >= total, 120, 0.25)
+        wait_for(
+            f"{settings.two_hop_records} records through both hops",
+            lambda: count_items(dynamodb, out_table) >= total,
+            120,
+            0.25,
+        )
         load_after = load_average()
         rows = [item for item in scan_items(dynamodb, out_table) if item["pk"]["S"].startswith("r")]
         status = ControlClient(endpoint.url).history(function=hop1, limit=2000)["invocations"]
@@ -245,18 +295,44 @@ def measure_two_hops(report: PartReport, settings: Settings) -> None:
     one_hop = [1000 * (float(r["hop1_at"]["N"]) - float(r["sent_at"]["N"])) for r in rows]
     batch_sizes = [len(r["batchIds"]) for r in status if r["outcome"] == "success"]
     two, one = summary_ms(two_hops), summary_ms(one_hop)
-    detail = (f"n={two['n']} at {settings.two_hop_rate:.0f} records/s (sent in {sent_seconds:.1f} s); "
-              f"p90 {two['p90']:.1f}, max {two['max']:.0f} ms; first hop p50 {one['p50']:.1f} / "
-              f"p99 {one['p99']:.1f} ms")
+    detail = (
+        f"n={two['n']} at {settings.two_hop_rate:.0f} records/s (sent in {sent_seconds:.1f} s); "
+        f"p90 {two['p90']:.1f}, max {two['max']:.0f} ms; first hop p50 {one['p50']:.1f} / "
+        f"p99 {one['p99']:.1f} ms"
+    )
     load = (load_before, load_after)
-    report.add(Measurement("two-hop latency p50", two["p50"], "ms", f"< {TWO_HOP_P50_TARGET_MS:.0f} ms",
-                           two["p50"] < TWO_HOP_P50_TARGET_MS, detail, load))
-    report.add(Measurement("two-hop latency p99", two["p99"], "ms", f"< {TWO_HOP_P99_TARGET_MS:.0f} ms",
-                           two["p99"] < TWO_HOP_P99_TARGET_MS, "", load))
-    report.data["twoHops"] = {"twoHopsMs": two, "firstHopMs": one, "sentSeconds": round(sent_seconds, 2),
-                              "hop1BatchSizes": {"mean": round(statistics.fmean(batch_sizes), 2) if batch_sizes else 0,
-                                                 "max": max(batch_sizes, default=0)},
-                              "perRecordMs": [round(v, 1) for v in two_hops]}
+    report.add(
+        Measurement(
+            "two-hop latency p50",
+            two["p50"],
+            "ms",
+            f"< {TWO_HOP_P50_TARGET_MS:.0f} ms",
+            two["p50"] < TWO_HOP_P50_TARGET_MS,
+            detail,
+            load,
+        )
+    )
+    report.add(
+        Measurement(
+            "two-hop latency p99",
+            two["p99"],
+            "ms",
+            f"< {TWO_HOP_P99_TARGET_MS:.0f} ms",
+            two["p99"] < TWO_HOP_P99_TARGET_MS,
+            "",
+            load,
+        )
+    )
+    report.data["twoHops"] = {
+        "twoHopsMs": two,
+        "firstHopMs": one,
+        "sentSeconds": round(sent_seconds, 2),
+        "hop1BatchSizes": {
+            "mean": round(statistics.fmean(batch_sizes), 2) if batch_sizes else 0,
+            "max": max(batch_sizes, default=0),
+        },
+        "perRecordMs": [round(v, 1) for v in two_hops],
+    }
 
 
 # -- 4. records per second -----------------------------------------------------------------------------
@@ -286,8 +362,9 @@ def _delivered_at_least(counter: DeliveredCounter, records: int) -> bool:
 def _push(kinesis: Any, stream: str, count: int, prefix: str) -> None:
     data = b"x" * 100
     for start in range(0, count, PUT_RECORDS_LIMIT):
-        records = [{"Data": data, "PartitionKey": f"{prefix}-{i}"}
-                   for i in range(start, min(count, start + PUT_RECORDS_LIMIT))]
+        records = [
+            {"Data": data, "PartitionKey": f"{prefix}-{i}"} for i in range(start, min(count, start + PUT_RECORDS_LIMIT))
+        ]
         response = kinesis.put_records(StreamName=stream, Records=records)
         if response.get("FailedRecordCount"):
             raise RuntimeError(f"PutRecords failed for {response['FailedRecordCount']} records")
@@ -317,26 +394,42 @@ def measure_throughput(report: PartReport, settings: Settings) -> None:
                 if not live:
                     started = time.perf_counter()
                     lambda_.update_event_source_mapping(UUID=mapping, Enabled=True)
-                wait_for(f"{settings.throughput_records} records delivered",
-                         functools.partial(_delivered_at_least, delivered, baseline + settings.throughput_records),
-                         300, 0.1)
+                wait_for(
+                    f"{settings.throughput_records} records delivered",
+                    functools.partial(_delivered_at_least, delivered, baseline + settings.throughput_records),
+                    300,
+                    0.1,
+                )
                 elapsed = time.perf_counter() - started
                 lambda_.delete_event_source_mapping(UUID=mapping)
-                results.append({"mode": mode, "run": run_ + 1, "records": settings.throughput_records,
-                                "seconds": round(elapsed, 3), "pushSeconds": round(pushed, 3),
-                                "recordsPerSecond": round(settings.throughput_records / elapsed, 1),
-                                "invocations": delivered.invocations,
-                                "load": (load_before, load_average())})
+                results.append(
+                    {
+                        "mode": mode,
+                        "run": run_ + 1,
+                        "records": settings.throughput_records,
+                        "seconds": round(elapsed, 3),
+                        "pushSeconds": round(pushed, 3),
+                        "recordsPerSecond": round(settings.throughput_records / elapsed, 1),
+                        "invocations": delivered.invocations,
+                        "load": (load_before, load_average()),
+                    }
+                )
     report.data["throughput"] = results
     for mode in ("push while consuming", "drain a pre-filled stream"):
         runs = [r for r in results if r["mode"] == mode]
         rates = [r["recordsPerSecond"] for r in runs]
         best = statistics.median(rates)
-        report.add(Measurement(
-            f"records/s through a Kinesis mapping, BatchSize 100 ({mode})", best, "rec/s",
-            f">= {THROUGHPUT_TARGET:.0f}/s", best >= THROUGHPUT_TARGET,
-            f"{settings.throughput_records:,} records, {settings.throughput_shards} shard; runs "
-            + ", ".join(f"{r['recordsPerSecond']:.0f}/s ({r['seconds']:.1f} s, push {r['pushSeconds']:.1f} s)"
-                        for r in runs),
-            (runs[0]["load"][0], runs[-1]["load"][1])))
-
+        report.add(
+            Measurement(
+                f"records/s through a Kinesis mapping, BatchSize 100 ({mode})",
+                best,
+                "rec/s",
+                f">= {THROUGHPUT_TARGET:.0f}/s",
+                best >= THROUGHPUT_TARGET,
+                f"{settings.throughput_records:,} records, {settings.throughput_shards} shard; runs "
+                + ", ".join(
+                    f"{r['recordsPerSecond']:.0f}/s ({r['seconds']:.1f} s, push {r['pushSeconds']:.1f} s)" for r in runs
+                ),
+                (runs[0]["load"][0], runs[-1]["load"][1]),
+            )
+        )

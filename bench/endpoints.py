@@ -31,8 +31,9 @@ ACCOUNT_ID = "000000000000"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_POLL_SECONDS = 0.005  # the readiness figure is this precise
 START_DEADLINE_SECONDS = 60.0
-CLIENT_CONFIG = Config(retries={"max_attempts": 2, "mode": "standard"}, max_pool_connections=32,
-                       connect_timeout=5, read_timeout=120)
+CLIENT_CONFIG = Config(
+    retries={"max_attempts": 2, "mode": "standard"}, max_pool_connections=32, connect_timeout=5, read_timeout=120
+)
 
 
 class EndpointError(RuntimeError):
@@ -44,8 +45,9 @@ def client(endpoint_url: str, service: str, config: Config = CLIENT_CONFIG) -> A
     and no proxy, so an AWS_PROFILE, a broken ~/.aws/config or an HTTP_PROXY on the machine never
     fails (or skews) a benchmark. `config` overrides the target's timeouts and retries."""
     target = local_target(endpoint_url, REGION, environ={})
-    return target.session().client(service, endpoint_url=target.endpoint_url,
-                                   config=target.client_config().merge(config))
+    return target.session().client(
+        service, endpoint_url=target.endpoint_url, config=target.client_config().merge(config)
+    )
 
 
 def _health_status(port: int, path: str) -> int | None:
@@ -82,20 +84,29 @@ class EmbeddedEndpoint:
         self.work_dir = Path(tempfile.mkdtemp(prefix=f"esjoin-bench-{self.port}-"))
         env = {key: value for key, value in os.environ.items() if not key.startswith("ESJOIN_")}
         env.update(self.extra_env)
-        command = [sys.executable, "-m", "esjoin.emulator", "--port", str(self.port),
-                   "--state-dir", str(self.work_dir / "state")]
+        command = [
+            sys.executable,
+            "-m",
+            "esjoin.emulator",
+            "--port",
+            str(self.port),
+            "--state-dir",
+            str(self.work_dir / "state"),
+        ]
         with open(self.log_path, "wb") as log:
             started = time.perf_counter()
-            self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         deadline = started + START_DEADLINE_SECONDS
         while time.perf_counter() < deadline:
             if _health_status(self.port, "/_esjoin/health") == 200:
                 self.ready_seconds = time.perf_counter() - started
                 return self
             if self.process.poll() is not None:
-                raise EndpointError(f"the endpoint exited with status {self.process.returncode} while starting; "
-                                    f"see {self.log_path}")
+                raise EndpointError(
+                    f"the endpoint exited with status {self.process.returncode} while starting; see {self.log_path}"
+                )
             time.sleep(READY_POLL_SECONDS)
         self.stop()
         raise EndpointError(f"the endpoint was not ready after {START_DEADLINE_SECONDS:.0f} s; see {self.log_path}")
@@ -145,9 +156,14 @@ class RawMotoServer:
 
     def start(self) -> RawMotoServer:
         env = {key: value for key, value in os.environ.items() if not key.startswith("ESJOIN_")}
-        self.process = subprocess.Popen([sys.executable, "-c", _MOTO_SERVER, str(self.port)], env=env,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                        text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _MOTO_SERVER, str(self.port)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         line = self.process.stdout.readline() if self.process.stdout else ""
         if line.strip() != "ready":
             self.stop()

@@ -82,15 +82,25 @@ def run(quick: bool = False) -> PartReport:
     report.data["runs"] = [one.data for one in runs]
     report.data["failed"] = any(one.data.get("failed") for one in runs)
     report.notes += [note for one in runs for note in one.notes if note.startswith("assert_converged failed")]
-    targets = (("latency p50 (updatedAt)", f"< {P50_TARGET_MS:.0f} ms", lambda v: v < P50_TARGET_MS),
-               ("sustained events/s", f">= {THROUGHPUT_TARGET:.0f}/s", lambda v: v >= THROUGHPUT_TARGET))
+    targets = (
+        ("latency p50 (updatedAt)", f"< {P50_TARGET_MS:.0f} ms", lambda v: v < P50_TARGET_MS),
+        ("sustained events/s", f">= {THROUGHPUT_TARGET:.0f}/s", lambda v: v >= THROUGHPUT_TARGET),
+    )
     for position, (metric, target, met) in enumerate(targets):
         values = [m.value for m in runs_measurements(runs) if metric in m.name and m.value is not None]
         if values:
             median = statistics.median(values)
-            report.measurements.insert(position, Measurement(
-                f"median of {len(values)} run(s): {metric}", median, "ms" if "latency" in metric else "ev/s",
-                target, met(median), "runs: " + ", ".join(f"{v:.1f}" for v in values)))
+            report.measurements.insert(
+                position,
+                Measurement(
+                    f"median of {len(values)} run(s): {metric}",
+                    median,
+                    "ms" if "latency" in metric else "ev/s",
+                    target,
+                    met(median),
+                    "runs: " + ", ".join(f"{v:.1f}" for v in values),
+                ),
+            )
     report.data["applySeconds"] = runs[0].data.get("applySeconds") if runs else None
     report.notes += [
         f"Each run: a fresh endpoint and stage (infra.bootstrap.apply, {report.data['applySeconds']} s) with "
@@ -130,14 +140,21 @@ def run_once(report: PartReport, settings: Settings) -> None:
         report.extra_tables.append(invocation_table(report.data["invocations"]))
 
 
-def deploy(endpoint: EmbeddedEndpoint, stage: str, settings: Settings,
-           overrides: dict[str, Any] | None = None) -> tuple[Pipeline, float]:
+def deploy(
+    endpoint: EmbeddedEndpoint, stage: str, settings: Settings, overrides: dict[str, Any] | None = None
+) -> tuple[Pipeline, float]:
     """A fresh stage applied on `endpoint` (infra.bootstrap.apply) with the settings' snapshot horizon
     and threshold (and any other StackSettings `overrides`), and the harness Pipeline that drives it;
     also how long the apply took (s)."""
-    stack_settings = StackSettings.from_env(environ={}, overrides={
-        "stage": stage, "snapshot_horizon_seconds": settings.horizon_seconds,
-        "snapshot_threshold": settings.threshold, **(overrides or {})})
+    stack_settings = StackSettings.from_env(
+        environ={},
+        overrides={
+            "stage": stage,
+            "snapshot_horizon_seconds": settings.horizon_seconds,
+            "snapshot_threshold": settings.threshold,
+            **(overrides or {}),
+        },
+    )
     began = time.perf_counter()
     outputs = apply(build_stack(stack_settings), endpoint.url, outputs_path=None)
     apply_seconds = round(time.perf_counter() - began, 2)
@@ -181,8 +198,11 @@ class ViewPoller:
     def run(self) -> None:
         while not self.stop.is_set():
             with self.lock:  # only the rows still owed an event: the poller's reads load the endpoint too
-                wanted = [self.users[i] for i, events in enumerate(self.pending)
-                          if any(e.updated_at_ms is None for e in events)]
+                wanted = [
+                    self.users[i]
+                    for i, events in enumerate(self.pending)
+                    if any(e.updated_at_ms is None for e in events)
+                ]
             rows = self.pipeline.views(wanted) if wanted else {}
             now = time.time()
             self.polls += 1
@@ -213,8 +233,11 @@ def _wait_counts(pipeline: Pipeline, expected: dict[str, int], deadline: float, 
             return time.perf_counter()
         time.sleep(interval)
     rows = pipeline.views(list(expected))
-    behind = {u: (int((rows.get(u) or {}).get("eventCount") or 0), n) for u, n in expected.items()
-              if int((rows.get(u) or {}).get("eventCount") or 0) < n}
+    behind = {
+        u: (int((rows.get(u) or {}).get("eventCount") or 0), n)
+        for u, n in expected.items()
+        if int((rows.get(u) or {}).get("eventCount") or 0) < n
+    }
     raise TimeoutError(f"{len(behind)} view rows behind after {deadline:.0f} s, e.g. {list(behind.items())[:5]}")
 
 
@@ -232,8 +255,9 @@ def warm_up(pipeline: Pipeline, users: list[str], settings: Settings, rng: rando
     lowest = max(1, settings.threshold - per_user_in_measurement + 1)
     counts = [lowest + (i * (settings.threshold - lowest)) // len(users) for i in range(len(users))]
     for round_ in range(1, max(counts)):
-        pipeline.put_events([_next_event(user, rng) for user, count in zip(users, counts, strict=True)
-                             if round_ < count])
+        pipeline.put_events(
+            [_next_event(user, rng) for user, count in zip(users, counts, strict=True) if round_ < count]
+        )
     _wait_counts(pipeline, dict(zip(users, counts, strict=True)), settings.converge_deadline)
     wait_quiescent(pipeline, users, settings.converge_deadline)
     return counts
@@ -250,8 +274,9 @@ def activity_since(control: ControlClient, since: int) -> dict[str, dict[str, in
     return activity
 
 
-def measure_latency(report: PartReport, settings: Settings, pipeline: Pipeline, users: list[str],
-                    endpoint_pid: int) -> None:
+def measure_latency(
+    report: PartReport, settings: Settings, pipeline: Pipeline, users: list[str], endpoint_pid: int
+) -> None:
     rng = random.Random(1)
     counts = warm_up(pipeline, users, settings, rng)
     control = pipeline.backend.control
@@ -285,36 +310,60 @@ def measure_latency(report: PartReport, settings: Settings, pipeline: Pipeline, 
     by_poller = [(e.observed_at - e.sent_at) * 1000 for e in resolved]  # type: ignore[operator]
     row, seen = summary_ms(by_row), summary_ms(by_poller)
     activity = activity_since(control, history_mark)
-    report.data["latency"] = {"byUpdatedAtMs": row, "byPollerMs": seen, "activityDuring": activity,
-                              "cpuMsPerEvent": cpu,
-                              "sent": len(events), "unresolved": len(events) - len(resolved),
-                              "sentSeconds": round(sent_seconds, 2), "polls": poller.polls,
-                              "perEventMs": [round(v, 1) for v in by_row]}
+    report.data["latency"] = {
+        "byUpdatedAtMs": row,
+        "byPollerMs": seen,
+        "activityDuring": activity,
+        "cpuMsPerEvent": cpu,
+        "sent": len(events),
+        "unresolved": len(events) - len(resolved),
+        "sentSeconds": round(sent_seconds, 2),
+        "polls": poller.polls,
+        "perEventMs": [round(v, 1) for v in by_row],
+    }
     achieved = len(events) / sent_seconds
     load = (load_before, load_after)
     ran = ", ".join(f"{key} {counts['invocations']}" for key, counts in sorted(activity.items()))
     cold = sum(counts["coldStarts"] for counts in activity.values())
-    report.add(Measurement(
-        "event -> view row latency p50 (updatedAt)", row.get("p50"), "ms", f"< {P50_TARGET_MS:.0f} ms",
-        row.get("p50", float("inf")) < P50_TARGET_MS,
-        f"n={row['n']} over {len(users)} users at {achieved:.0f} events/s; p90 {row.get('p90', 0):.0f}, "
-        f"max {row.get('max', 0):.0f} ms; as the poller saw it: p50 {seen.get('p50', 0):.0f} ms; "
-        f"invocations meanwhile: {ran}; cold starts {cold}; CPU ms/event: {describe_cpu(cpu)}", load))
-    report.add(Measurement("event -> view row latency p99 (updatedAt)", row.get("p99"), "ms", "", None,
-                           f"poller-observed p99 {seen.get('p99', 0):.0f} ms"
-                           + (f"; {len(events) - len(resolved)} never seen" if len(resolved) < len(events) else ""),
-                           load))
+    report.add(
+        Measurement(
+            "event -> view row latency p50 (updatedAt)",
+            row.get("p50"),
+            "ms",
+            f"< {P50_TARGET_MS:.0f} ms",
+            row.get("p50", float("inf")) < P50_TARGET_MS,
+            f"n={row['n']} over {len(users)} users at {achieved:.0f} events/s; p90 {row.get('p90', 0):.0f}, "
+            f"max {row.get('max', 0):.0f} ms; as the poller saw it: p50 {seen.get('p50', 0):.0f} ms; "
+            f"invocations meanwhile: {ran}; cold starts {cold}; CPU ms/event: {describe_cpu(cpu)}",
+            load,
+        )
+    )
+    report.add(
+        Measurement(
+            "event -> view row latency p99 (updatedAt)",
+            row.get("p99"),
+            "ms",
+            "",
+            None,
+            f"poller-observed p99 {seen.get('p99', 0):.0f} ms"
+            + (f"; {len(events) - len(resolved)} never seen" if len(resolved) < len(events) else ""),
+            load,
+        )
+    )
 
 
 # -- 2. throughput -----------------------------------------------------------------------------------
 
 
-def measure_throughput(report: PartReport, settings: Settings, pipeline: Pipeline, users: list[str],
-                       endpoint_pid: int) -> None:
+def measure_throughput(
+    report: PartReport, settings: Settings, pipeline: Pipeline, users: list[str], endpoint_pid: int
+) -> None:
     rng = random.Random(2)
     per_user = settings.throughput_events // len(users)
-    streams = [[user_created(user, f"Tp {i}")] + [_next_event(user, rng) for _ in range(per_user - 1)]
-               for i, user in enumerate(users)]
+    streams = [
+        [user_created(user, f"Tp {i}")] + [_next_event(user, rng) for _ in range(per_user - 1)]
+        for i, user in enumerate(users)
+    ]
     # Interleave the users, as independent producers would: event j of every user, then event j+1.
     events = [streams[u][j] for j in range(per_user) for u in range(len(users))]
     load_before = load_average()
@@ -326,18 +375,33 @@ def measure_throughput(report: PartReport, settings: Settings, pipeline: Pipelin
     elapsed = done - started
     rate = len(events) / elapsed
     cpu = cpu_per_event(cpu_since(cpu_before, tree_cpu(endpoint_pid)), len(events))
-    report.data["throughput"] = {"events": len(events), "seconds": round(elapsed, 2), "pushSeconds": round(pushed, 2),
-                                 "eventsPerSecond": round(rate, 1), "cpuMsPerEvent": cpu}
-    report.add(Measurement("sustained events/s (put to every view row counting all events)", rate, "ev/s",
-                           f">= {THROUGHPUT_TARGET:.0f}/s", rate >= THROUGHPUT_TARGET,
-                           f"{len(events):,} events, {len(users)} users, {elapsed:.1f} s (PutRecords took "
-                           f"{pushed:.1f} s); CPU ms/event: {describe_cpu(cpu)}", (load_before, load_average())))
+    report.data["throughput"] = {
+        "events": len(events),
+        "seconds": round(elapsed, 2),
+        "pushSeconds": round(pushed, 2),
+        "eventsPerSecond": round(rate, 1),
+        "cpuMsPerEvent": cpu,
+    }
+    report.add(
+        Measurement(
+            "sustained events/s (put to every view row counting all events)",
+            rate,
+            "ev/s",
+            f">= {THROUGHPUT_TARGET:.0f}/s",
+            rate >= THROUGHPUT_TARGET,
+            f"{len(events):,} events, {len(users)} users, {elapsed:.1f} s (PutRecords took "
+            f"{pushed:.1f} s); CPU ms/event: {describe_cpu(cpu)}",
+            (load_before, load_average()),
+        )
+    )
 
 
 def cpu_per_event(spent: dict[str, float], events: int) -> dict[str, float]:
     """CPU milliseconds per event: the endpoint, each function (by its logical key), and in all."""
-    per_event = {name.rsplit("-", 1)[-1] if name != "endpoint" else name: round(1000 * seconds / events, 2)
-                 for name, seconds in spent.items()}
+    per_event = {
+        name.rsplit("-", 1)[-1] if name != "endpoint" else name: round(1000 * seconds / events, 2)
+        for name, seconds in spent.items()
+    }
     per_event["total"] = round(sum(per_event.values()), 2)
     return per_event
 
@@ -360,8 +424,16 @@ def verify(report: PartReport, settings: Settings, pipeline: Pipeline) -> None:
         report.data["failed"] = True
         report.notes.append(f"assert_converged failed: {str(error)[:3000]}")
     report.data["verification"] = {"ok": ok, "seconds": round(time.perf_counter() - began, 2), "users": len(users)}
-    report.add(Measurement("zero loss: every view = oracle, quiescent, snapshots + stored events account for all",
-                           None, "", "all", ok, detail))
+    report.add(
+        Measurement(
+            "zero loss: every view = oracle, quiescent, snapshots + stored events account for all",
+            None,
+            "",
+            "all",
+            ok,
+            detail,
+        )
+    )
 
 
 def invocation_counts(control: ControlClient, outputs: Any) -> dict[str, dict[str, Any]]:
@@ -373,15 +445,28 @@ def invocation_counts(control: ControlClient, outputs: Any) -> dict[str, dict[st
         for record in records:
             outcomes[record["outcome"]] = outcomes.get(record["outcome"], 0) + 1
         durations = [r["durationMs"] for r in records]
-        counts[key] = {"invocations": len(records), "outcomes": outcomes,
-                       "records": sum(len(r["batchIds"]) for r in records),
-                       "medianDurationMs": round(statistics.median(durations), 1) if durations else None,
-                       "totalDurationSeconds": round(sum(durations) / 1000, 1)}
+        counts[key] = {
+            "invocations": len(records),
+            "outcomes": outcomes,
+            "records": sum(len(r["batchIds"]) for r in records),
+            "medianDurationMs": round(statistics.median(durations), 1) if durations else None,
+            "totalDurationSeconds": round(sum(durations) / 1000, 1),
+        }
     return counts
 
 
 def invocation_table(counts: dict[str, dict[str, Any]]) -> str:
-    rows = [[key, c["invocations"], c["records"], ", ".join(f"{k} {v}" for k, v in sorted(c["outcomes"].items())),
-             c["medianDurationMs"], c["totalDurationSeconds"]] for key, c in counts.items()]
+    rows = [
+        [
+            key,
+            c["invocations"],
+            c["records"],
+            ", ".join(f"{k} {v}" for k, v in sorted(c["outcomes"].items())),
+            c["medianDurationMs"],
+            c["totalDurationSeconds"],
+        ]
+        for key, c in counts.items()
+    ]
     return "Function invocations over the whole run (from the endpoint's history):\n\n" + markdown_table(
-        ["function", "invocations", "records", "outcomes", "median duration ms", "total duration s"], rows)
+        ["function", "invocations", "records", "outcomes", "median duration ms", "total duration s"], rows
+    )

@@ -21,7 +21,7 @@ from typing import Any
 ROLE = "arn:aws:iam::000000000000:role/bench-probe"
 RUNTIME = "python3.12"
 
-HOP1 = '''
+HOP1 = """
 import base64, json, os, time
 import boto3
 ddb = boto3.client("dynamodb")
@@ -32,9 +32,9 @@ def handler(event, context):
         ddb.put_item(TableName=TABLE, Item={"pk": {"S": doc["id"]}, "sent_at": {"N": repr(doc["sent_at"])},
                                             "hop1_at": {"N": repr(time.time())}})
     return {"n": len(event["Records"])}
-'''
+"""
 
-HOP2 = '''
+HOP2 = """
 import os, time
 import boto3
 ddb = boto3.client("dynamodb")
@@ -47,15 +47,15 @@ def handler(event, context):
         ddb.put_item(TableName=TABLE, Item={"pk": new["pk"], "sent_at": new["sent_at"], "hop1_at": new["hop1_at"],
                                             "written_at": {"N": repr(time.time())}})
     return {"n": len(event["Records"])}
-'''
+"""
 
-COUNTER = '''
+COUNTER = """
 count = 0
 def handler(event, context):
     global count
     count += len(event["Records"])
     return {"count": count}
-'''
+"""
 
 
 def zip_source(source: str) -> bytes:
@@ -121,32 +121,51 @@ class ProbeResources:
         dynamodb = self.clients("dynamodb")
         name = self.name(suffix)
         extra = {"StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}} if stream else {}
-        created = dynamodb.create_table(TableName=name, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-                                        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                                        BillingMode="PAY_PER_REQUEST", **extra)["TableDescription"]
+        created = dynamodb.create_table(
+            TableName=name,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+            **extra,
+        )["TableDescription"]
         return name, created.get("LatestStreamArn")
 
     def queue(self, suffix: str) -> str:
         return self.clients("sqs").create_queue(QueueName=self.name(suffix))["QueueUrl"]
 
-    def function(self, suffix: str, source: str, environment: dict[str, str] | None = None,
-                 timeout: int = 30) -> str:
+    def function(self, suffix: str, source: str, environment: dict[str, str] | None = None, timeout: int = 30) -> str:
         lambda_ = self.clients("lambda")
         name = self.name(suffix)
-        lambda_.create_function(FunctionName=name, Runtime=RUNTIME, Role=ROLE, Handler="handler.handler",
-                                Code={"ZipFile": zip_source(source)}, Timeout=timeout,
-                                Environment={"Variables": environment or {}})
+        lambda_.create_function(
+            FunctionName=name,
+            Runtime=RUNTIME,
+            Role=ROLE,
+            Handler="handler.handler",
+            Code={"ZipFile": zip_source(source)},
+            Timeout=timeout,
+            Environment={"Variables": environment or {}},
+        )
         return name
 
-    def mapping(self, function: str, source_arn: str, batch_size: int, enabled: bool = True,
-                starting_position: str = "TRIM_HORIZON") -> str:
+    def mapping(
+        self,
+        function: str,
+        source_arn: str,
+        batch_size: int,
+        enabled: bool = True,
+        starting_position: str = "TRIM_HORIZON",
+    ) -> str:
         lambda_ = self.clients("lambda")
-        uuid_ = lambda_.create_event_source_mapping(FunctionName=function, EventSourceArn=source_arn,
-                                                    BatchSize=batch_size, StartingPosition=starting_position,
-                                                    MaximumBatchingWindowInSeconds=0, Enabled=enabled)["UUID"]
+        uuid_ = lambda_.create_event_source_mapping(
+            FunctionName=function,
+            EventSourceArn=source_arn,
+            BatchSize=batch_size,
+            StartingPosition=starting_position,
+            MaximumBatchingWindowInSeconds=0,
+            Enabled=enabled,
+        )["UUID"]
         state = "Enabled" if enabled else "Disabled"
-        wait_for(f"mapping {uuid_} {state}",
-                 lambda: lambda_.get_event_source_mapping(UUID=uuid_)["State"] == state, 30)
+        wait_for(f"mapping {uuid_} {state}", lambda: lambda_.get_event_source_mapping(UUID=uuid_)["State"] == state, 30)
         return uuid_
 
 

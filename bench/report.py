@@ -42,9 +42,14 @@ def summary_ms(values_ms: Sequence[float]) -> dict[str, float | int]:
     """n, p50, p90, p99, max and mean of latencies already in milliseconds."""
     if not values_ms:
         return {"n": 0}
-    return {"n": len(values_ms), "p50": round(statistics.median(values_ms), 3),
-            "p90": round(percentile(values_ms, 90), 3), "p99": round(percentile(values_ms, 99), 3),
-            "max": round(max(values_ms), 3), "mean": round(statistics.fmean(values_ms), 3)}
+    return {
+        "n": len(values_ms),
+        "p50": round(statistics.median(values_ms), 3),
+        "p90": round(percentile(values_ms, 90), 3),
+        "p99": round(percentile(values_ms, 99), 3),
+        "max": round(max(values_ms), 3),
+        "mean": round(statistics.fmean(values_ms), 3),
+    }
 
 
 def spread(values: Iterable[float]) -> dict[str, float]:
@@ -52,8 +57,7 @@ def spread(values: Iterable[float]) -> dict[str, float]:
     values = list(values)
     if not values:
         return {}
-    return {"min": round(min(values), 3), "median": round(statistics.median(values), 3),
-            "max": round(max(values), 3)}
+    return {"min": round(min(values), 3), "median": round(statistics.median(values), 3), "max": round(max(values), 3)}
 
 
 def paced(count: int, per_second: float, started: float) -> Iterator[int]:
@@ -78,15 +82,19 @@ def invoked_command() -> str:
 
 def source_revision() -> dict[str, Any]:
     """HEAD and whether emulator/ differs from it (read-only git calls)."""
+
     def git(*args: str) -> str:
         try:
-            return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
+            return subprocess.run(
+                ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    return {"head": git("rev-parse", "--short", "HEAD"),
-            "emulatorChangedSinceHead": bool(git("status", "--porcelain", "--", "emulator"))}
+    return {
+        "head": git("rev-parse", "--short", "HEAD"),
+        "emulatorChangedSinceHead": bool(git("status", "--porcelain", "--", "emulator")),
+    }
 
 
 @dataclass
@@ -130,13 +138,19 @@ class PartReport:
         return measurement
 
     def markdown(self) -> str:
-        lines = [f"### {self.title}", "",
-                 f"`{self.command}` on {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.started))}, "
-                 f"{os.cpu_count()} cores, Python {platform.python_version()}"
-                 + (" (quick mode: smaller samples)" if self.quick else ""), ""]
+        lines = [
+            f"### {self.title}",
+            "",
+            f"`{self.command}` on {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.started))}, "
+            f"{os.cpu_count()} cores, Python {platform.python_version()}"
+            + (" (quick mode: smaller samples)" if self.quick else ""),
+            "",
+        ]
         if self.measurements:
-            lines += ["| measurement | value | target | met | detail | load avg (before-after) |",
-                      "| --- | --- | --- | --- | --- | --- |"]
+            lines += [
+                "| measurement | value | target | met | detail | load avg (before-after) |",
+                "| --- | --- | --- | --- | --- | --- |",
+            ]
             for m in self.measurements:
                 met = "" if m.met is None else ("yes" if m.met else "**no**")
                 load = f"{m.load[0]:.2f}-{m.load[1]:.2f}" if m.load else ""
@@ -155,8 +169,7 @@ class PartReport:
             "quick": self.quick,
             "startedAt": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
             "durationSeconds": round(time.time() - self.started, 1),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                        "platform": platform.platform()},
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
             "source": source_revision(),
             "measurements": [m.__dict__ for m in self.measurements],
             "data": self.data,

@@ -115,13 +115,23 @@ class Settings:
 
     @classmethod
     def quick(cls) -> Settings:
-        return cls(table_items=20_000, put_calls=300, same_table_seconds=3.0, exclusive_seconds=3.0,
-                   load_users=100, load_seconds=20.0, probe_users=20, kill_users=100, kill_seconds=15.0)
+        return cls(
+            table_items=20_000,
+            put_calls=300,
+            same_table_seconds=3.0,
+            exclusive_seconds=3.0,
+            load_users=100,
+            load_seconds=20.0,
+            probe_users=20,
+            kill_users=100,
+            kill_seconds=15.0,
+        )
 
     def pipeline_settings(self, deadline: float) -> pipeline_bench.Settings:
         """What pipeline_bench's deploy() and verify() read: horizon, threshold, convergence deadline."""
-        return pipeline_bench.Settings(horizon_seconds=self.horizon_seconds, threshold=self.threshold,
-                                       converge_deadline=deadline)
+        return pipeline_bench.Settings(
+            horizon_seconds=self.horizon_seconds, threshold=self.threshold, converge_deadline=deadline
+        )
 
 
 def run(quick: bool = False, sections: tuple[str, ...] = SECTIONS) -> PartReport:
@@ -138,8 +148,10 @@ def run(quick: bool = False, sections: tuple[str, ...] = SECTIONS) -> PartReport
             {"lock_hold": lock_hold, "load": load, "kill_workers": kill_workers}[section](one, settings)
         except Exception as error:
             one.data["failed"] = True
-            one.notes.append(f"{section} raised {type(error).__name__}: {str(error)[:1500]}\n"
-                             + "".join(traceback.format_exc(limit=6))[-1500:])
+            one.notes.append(
+                f"{section} raised {type(error).__name__}: {str(error)[:1500]}\n"
+                + "".join(traceback.format_exc(limit=6))[-1500:]
+            )
         one.data["seconds"] = round(time.monotonic() - began, 1)
         for measurement in one.measurements:
             measurement.name = f"{section}: {measurement.name}"
@@ -150,10 +162,15 @@ def run(quick: bool = False, sections: tuple[str, ...] = SECTIONS) -> PartReport
         if "rss" in one.data:
             rss_rows.append(rss_row(section, one.data["rss"]))
     if rss_rows:
-        report.extra_tables.insert(0, "Resident memory (VmRSS from /proc, MiB): the endpoint process, and the sum over "
-                                   "its Lambda worker processes (their count in brackets):\n\n" + markdown_table(
-                                       ["section", "endpoint before", "endpoint peak", "endpoint after",
-                                        "workers before", "workers after"], rss_rows))
+        report.extra_tables.insert(
+            0,
+            "Resident memory (VmRSS from /proc, MiB): the endpoint process, and the sum over "
+            "its Lambda worker processes (their count in brackets):\n\n"
+            + markdown_table(
+                ["section", "endpoint before", "endpoint peak", "endpoint after", "workers before", "workers after"],
+                rss_rows,
+            ),
+        )
     report.data["failed"] = any(report.data[s].get("failed") for s in sections)
     report.notes += [
         "All figures on a 2-core machine shared with other work: see the load average beside each figure.",
@@ -176,9 +193,14 @@ def rss_row(section: str, rss: dict[str, Any]) -> list[Any]:
     def mib(kib: int | None) -> str:
         return "-" if kib is None else f"{kib / 1024:.0f}"
 
-    return [section, mib(before.get("endpointKiB")), mib(rss.get("peakEndpointKiB")), mib(after.get("endpointKiB")),
-            f"{mib(before.get('workersKiB'))} ({before.get('workers', 0)})",
-            f"{mib(after.get('workersKiB'))} ({after.get('workers', 0)})"]
+    return [
+        section,
+        mib(before.get("endpointKiB")),
+        mib(rss.get("peakEndpointKiB")),
+        mib(after.get("endpointKiB")),
+        f"{mib(before.get('workersKiB'))} ({before.get('workers', 0)})",
+        f"{mib(after.get('workersKiB'))} ({after.get('workers', 0)})",
+    ]
 
 
 @contextlib.contextmanager
@@ -207,9 +229,12 @@ def lock_hold(report: PartReport, settings: Settings) -> None:
     with fresh_endpoint(report) as endpoint:
         dynamodb = endpoint.client("dynamodb")
         for table in (TABLE_A, TABLE_B):
-            dynamodb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
-                                  AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                                  KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+            dynamodb.create_table(
+                TableName=table,
+                BillingMode="PAY_PER_REQUEST",
+                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            )
             dynamodb.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1})
         began = time.perf_counter()
         load_items(endpoint.url, TABLE_B, settings.table_items, settings.loader_threads)
@@ -231,41 +256,86 @@ def lock_hold(report: PartReport, settings: Settings) -> None:
         batch_get = summary_ms(exclusive.latencies)
 
     threshold = settings.waited_ms
-    report.data.update({
-        "putAlone": alone.to_json(threshold), "putDuringScan": during.to_json(threshold),
-        "putSameTableDuringScan": same.to_json(threshold), "putDuringScanAndExclusive": mixed.to_json(threshold),
-        "batchGetDuringScanMs": batch_get, "scanPageServedMs": served, "scanPageClientMs": total,
-        "scanPages": len(items), "itemsPerPage": sorted(set(items)), "tableItems": settings.table_items})
-    report.add(Measurement("PutItem on A p99, alone", alone.summary.get("p99"), "ms", "", None,
-                           alone.describe(threshold), alone.load))
-    report.add(Measurement(
-        "PutItem on A p99, while B is scanned", during.summary.get("p99"), "ms", f"< {PUT_P99_TARGET_MS:.0f} ms",
-        during.summary.get("p99", float("inf")) < PUT_P99_TARGET_MS,
-        f"{during.describe(threshold)}; {pages_during} scan pages of B completed meanwhile", during.load))
-    report.add(Measurement(
-        "Scan page of B p50 (served)", served.get("p50"), "ms", "", None,
-        f"{settings.table_items:,} items in B, {min(items, default=0):,}-{max(items, default=0):,} items a page "
-        f"(1 MB), {len(items)} pages; served p99 {served.get('p99', 0):.0f} ms; with the client's parsing: "
-        f"p50 {total.get('p50', 0):.0f} ms", during.load))
-    report.add(Measurement(
-        "(c) PutItem on B itself max, while B is scanned", same.summary.get("max"), "ms", "waits (same table)", None,
-        f"{same.describe(threshold)}: a put that arrives while a page is read waits for it, as it must "
-        "(sequential puts: one waits, the next ones run while the scanner parses the page)", same.load))
-    report.add(Measurement(
-        "(d) PutItem on A p99, while B is scanned and a BatchGetItem on A runs every "
-        f"{settings.exclusive_interval * 1000:.0f} ms", mixed.summary.get("p99"), "ms", "", None,
-        f"{mixed.describe(threshold)}; the BatchGetItem calls (exclusive): p50 {batch_get.get('p50', 0):.0f}, "
-        f"max {batch_get.get('max', 0):.0f} ms, n={batch_get['n']}", mixed.load))
+    report.data.update(
+        {
+            "putAlone": alone.to_json(threshold),
+            "putDuringScan": during.to_json(threshold),
+            "putSameTableDuringScan": same.to_json(threshold),
+            "putDuringScanAndExclusive": mixed.to_json(threshold),
+            "batchGetDuringScanMs": batch_get,
+            "scanPageServedMs": served,
+            "scanPageClientMs": total,
+            "scanPages": len(items),
+            "itemsPerPage": sorted(set(items)),
+            "tableItems": settings.table_items,
+        }
+    )
+    report.add(
+        Measurement(
+            "PutItem on A p99, alone", alone.summary.get("p99"), "ms", "", None, alone.describe(threshold), alone.load
+        )
+    )
+    report.add(
+        Measurement(
+            "PutItem on A p99, while B is scanned",
+            during.summary.get("p99"),
+            "ms",
+            f"< {PUT_P99_TARGET_MS:.0f} ms",
+            during.summary.get("p99", float("inf")) < PUT_P99_TARGET_MS,
+            f"{during.describe(threshold)}; {pages_during} scan pages of B completed meanwhile",
+            during.load,
+        )
+    )
+    report.add(
+        Measurement(
+            "Scan page of B p50 (served)",
+            served.get("p50"),
+            "ms",
+            "",
+            None,
+            f"{settings.table_items:,} items in B, {min(items, default=0):,}-{max(items, default=0):,} items a page "
+            f"(1 MB), {len(items)} pages; served p99 {served.get('p99', 0):.0f} ms; with the client's parsing: "
+            f"p50 {total.get('p50', 0):.0f} ms",
+            during.load,
+        )
+    )
+    report.add(
+        Measurement(
+            "(c) PutItem on B itself max, while B is scanned",
+            same.summary.get("max"),
+            "ms",
+            "waits (same table)",
+            None,
+            f"{same.describe(threshold)}: a put that arrives while a page is read waits for it, as it must "
+            "(sequential puts: one waits, the next ones run while the scanner parses the page)",
+            same.load,
+        )
+    )
+    report.add(
+        Measurement(
+            "(d) PutItem on A p99, while B is scanned and a BatchGetItem on A runs every "
+            f"{settings.exclusive_interval * 1000:.0f} ms",
+            mixed.summary.get("p99"),
+            "ms",
+            "",
+            None,
+            f"{mixed.describe(threshold)}; the BatchGetItem calls (exclusive): p50 {batch_get.get('p50', 0):.0f}, "
+            f"max {batch_get.get('max', 0):.0f} ms, n={batch_get['n']}",
+            mixed.load,
+        )
+    )
     report.notes.append(
         f"Loading {settings.table_items:,} items into B took {report.data['loadSeconds']} s "
         f"({settings.loader_threads} threads, BatchWriteItem of 25). Items: pk (S) and one {len(ITEM_PAYLOAD)}-"
         "character attribute. (d): BatchGetItem is not a single-table operation, so it takes moto exclusively, as "
         "the pollers' direct backend reads do; it waits for the scan page, and new shared requests (PutItem on A) "
-        "queue behind it (writers are preferred once waiting).")
+        "queue behind it (writers are preferred once waiting)."
+    )
     report.notes.append(
         "Sequential calls under-count stalls (one call waits through a stall, the following ones run fast: "
         "coordinated omission), so each PutItem figure also says how many calls took longer than "
-        f"{threshold:.0f} ms and what share of the calls' total time they took.")
+        f"{threshold:.0f} ms and what share of the calls' total time they took."
+    )
 
 
 @dataclass
@@ -287,8 +357,10 @@ class Puts:
         s = self.summary
         slow = self.slow(threshold_ms)
         share = 100 * sum(ms for _, ms in slow) / sum(self.ms) if self.ms else 0.0
-        return (f"p50 {s.get('p50', 0):.1f}, p99 {s.get('p99', 0):.1f}, max {s.get('max', 0):.1f} ms, n={s['n']}; "
-                f"{len(slow)} took > {threshold_ms:.0f} ms ({share:.0f} % of the time)")
+        return (
+            f"p50 {s.get('p50', 0):.1f}, p99 {s.get('p99', 0):.1f}, max {s.get('max', 0):.1f} ms, n={s['n']}; "
+            f"{len(slow)} took > {threshold_ms:.0f} ms ({share:.0f} % of the time)"
+        )
 
     def to_json(self, threshold_ms: float) -> dict[str, Any]:
         return {"ms": self.summary, "slow": self.slow(threshold_ms), "load": self.load}
@@ -296,17 +368,24 @@ class Puts:
 
 def load_items(endpoint_url: str, table: str, count: int, threads: int) -> None:
     """`count` items into `table`, BatchWriteItem of 25, `threads` threads of their own client each."""
+
     def write(start: int, stop: int) -> None:
         dynamodb = client(endpoint_url, "dynamodb")
         for first in range(start, stop, 25):
-            request = {table: [{"PutRequest": {"Item": {"pk": {"S": f"b-{i:06d}"}, "v": {"S": ITEM_PAYLOAD}}}}
-                               for i in range(first, min(first + 25, stop))]}
+            request = {
+                table: [
+                    {"PutRequest": {"Item": {"pk": {"S": f"b-{i:06d}"}, "v": {"S": ITEM_PAYLOAD}}}}
+                    for i in range(first, min(first + 25, stop))
+                ]
+            }
             while request:
                 request = dynamodb.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
 
     per_thread = -(-count // threads // 25) * 25  # whole batches per thread
-    workers = [threading.Thread(target=write, args=(start, min(start + per_thread, count)), daemon=True)
-               for start in range(0, count, per_thread)]
+    workers = [
+        threading.Thread(target=write, args=(start, min(start + per_thread, count)), daemon=True)
+        for start in range(0, count, per_thread)
+    ]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -341,6 +420,7 @@ def _scan_loop(endpoint_url: str, table: str, stop: Any, pages: Any) -> None:
     def mark(name: str) -> Any:
         def handler(**_: Any) -> None:  # before-send handlers must return None (else: the response)
             marks[name] = time.perf_counter()
+
         return handler
 
     dynamodb.meta.events.register("before-send.dynamodb.Scan", mark("sent"))
@@ -351,8 +431,13 @@ def _scan_loop(endpoint_url: str, table: str, stop: Any, pages: Any) -> None:
             began = time.perf_counter()
             for page in paginator.paginate(TableName=table):
                 now = time.perf_counter()
-                pages.put((round((marks["received"] - marks["sent"]) * 1000, 2), round((now - began) * 1000, 2),
-                           len(page["Items"])))
+                pages.put(
+                    (
+                        round((marks["received"] - marks["sent"]) * 1000, 2),
+                        round((now - began) * 1000, 2),
+                        len(page["Items"]),
+                    )
+                )
                 began = now
                 if stop.is_set():
                     break
@@ -367,8 +452,9 @@ class Scanner:
         context = multiprocessing.get_context("spawn")
         self._stop = context.Event()
         self._queue: Any = context.Queue()
-        self._process = context.Process(target=_scan_loop, args=(endpoint_url, table, self._stop, self._queue),
-                                        name="bench-scanner", daemon=True)
+        self._process = context.Process(
+            target=_scan_loop, args=(endpoint_url, table, self._stop, self._queue), name="bench-scanner", daemon=True
+        )
         self.pages: list[tuple[float, float, int]] = []
         self._done = False
 
@@ -385,8 +471,9 @@ class Scanner:
                 if not block:
                     return
                 if not self._process.is_alive() or time.monotonic() > until:
-                    raise RuntimeError(f"the scanner process stopped answering (exit code {self._process.exitcode})") \
-                        from None
+                    raise RuntimeError(
+                        f"the scanner process stopped answering (exit code {self._process.exitcode})"
+                    ) from None
                 continue
             if page is None:
                 self._done = True
@@ -402,8 +489,9 @@ class Scanner:
             except queue.Empty:
                 if not self._process.is_alive() or time.monotonic() > until:
                     self.__exit__()
-                    raise RuntimeError(f"the scanner process gave no page (exit code {self._process.exitcode})") \
-                        from None
+                    raise RuntimeError(
+                        f"the scanner process gave no page (exit code {self._process.exitcode})"
+                    ) from None
                 continue
             if page is None:
                 self._done = True
@@ -488,8 +576,16 @@ class SendResult:
     put_ms: dict[str, float | int]  # the PutRecords calls' latencies
 
 
-def send_paced(pipeline: Pipeline, users: list[str], counts: list[int], rate: float, seconds: float,
-               batch_interval: float, rng: random.Random, poller: ViewPoller | None = None) -> SendResult:
+def send_paced(
+    pipeline: Pipeline,
+    users: list[str],
+    counts: list[int],
+    rate: float,
+    seconds: float,
+    batch_interval: float,
+    rng: random.Random,
+    poller: ViewPoller | None = None,
+) -> SendResult:
     """Logins and orders for random users at `rate` events/s: one PutRecords of rate * batch_interval
     events every batch_interval s. counts[i] (user i's events so far) is kept up to date; the events of
     the poller's users (the first len(poller.users)) are handed to it for their put -> view latency."""
@@ -513,8 +609,15 @@ def send_paced(pipeline: Pipeline, users: list[str], counts: list[int], rate: fl
         sent += len(events)
     ended = time.perf_counter()
     window = max(ended - started, batches * batch_interval)
-    return SendResult(sent, round(ended - started, 2), round(sent / window, 1), round(late * 1000, 1), ended,
-                      started_at, summary_ms(put_ms))
+    return SendResult(
+        sent,
+        round(ended - started, 2),
+        round(sent / window, 1),
+        round(late * 1000, 1),
+        ended,
+        started_at,
+        summary_ms(put_ms),
+    )
 
 
 def start_users(pipeline: Pipeline, users: list[str], deadline: float) -> list[int]:
@@ -531,30 +634,52 @@ def start_users(pipeline: Pipeline, users: list[str], deadline: float) -> list[i
 def rss_summary(before: dict[str, int], after: dict[str, int], sampler: RssSampler, events: int) -> dict[str, Any]:
     peak = max([s["endpointKiB"] for s in sampler.samples] + [before["endpointKiB"], after["endpointKiB"]])
     growth = after["endpointKiB"] - before["endpointKiB"]
-    return {"before": before, "after": after, "peakEndpointKiB": peak,
-            "peakWorkersKiB": max([s["workersKiB"] for s in sampler.samples] + [after["workersKiB"]]),
-            "endpointGrowthKiBPer1000Events": round(growth * 1000 / events, 1) if events else None,
-            "samples": sampler.samples}
+    return {
+        "before": before,
+        "after": after,
+        "peakEndpointKiB": peak,
+        "peakWorkersKiB": max([s["workersKiB"] for s in sampler.samples] + [after["workersKiB"]]),
+        "endpointGrowthKiBPer1000Events": round(growth * 1000 / events, 1) if events else None,
+        "samples": sampler.samples,
+    }
 
 
 def rss_measurements(report: PartReport, rss: dict[str, Any], events: int) -> None:
     before, after = rss["before"], rss["after"]
-    report.add(Measurement(
-        "endpoint RSS after", after["endpointKiB"] / 1024, "MiB", "", None,
-        f"before {before['endpointKiB'] / 1024:.0f} MiB, peak {rss['peakEndpointKiB'] / 1024:.0f} MiB; growth "
-        f"{rss['endpointGrowthKiBPer1000Events']} KiB per 1,000 events ({events:,} events)"))
-    report.add(Measurement(
-        "Lambda workers RSS after (sum)", after["workersKiB"] / 1024, "MiB", "", None,
-        f"{after['workers']} workers; before: {before['workersKiB'] / 1024:.0f} MiB in {before['workers']}; "
-        f"peak {rss['peakWorkersKiB'] / 1024:.0f} MiB"))
+    report.add(
+        Measurement(
+            "endpoint RSS after",
+            after["endpointKiB"] / 1024,
+            "MiB",
+            "",
+            None,
+            f"before {before['endpointKiB'] / 1024:.0f} MiB, peak {rss['peakEndpointKiB'] / 1024:.0f} MiB; growth "
+            f"{rss['endpointGrowthKiBPer1000Events']} KiB per 1,000 events ({events:,} events)",
+        )
+    )
+    report.add(
+        Measurement(
+            "Lambda workers RSS after (sum)",
+            after["workersKiB"] / 1024,
+            "MiB",
+            "",
+            None,
+            f"{after['workers']} workers; before: {before['workersKiB'] / 1024:.0f} MiB in {before['workers']}; "
+            f"peak {rss['peakWorkersKiB'] / 1024:.0f} MiB",
+        )
+    )
 
 
 def failure_queue_summary(pipeline: Pipeline) -> dict[str, Any]:
     """How many messages are in the failure queue now, by source (what the mappings and functions gave up on)."""
     messages = pipeline.failure_messages()
-    sources = Counter(str(m.get("source") or ("kinesis" if "KinesisBatchInfo" in m else
-                                              "ddbstream" if "DDBStreamBatchInfo" in m else "?"))
-                      for m in messages)
+    sources = Counter(
+        str(
+            m.get("source")
+            or ("kinesis" if "KinesisBatchInfo" in m else "ddbstream" if "DDBStreamBatchInfo" in m else "?")
+        )
+        for m in messages
+    )
     return {"messages": len(messages), "bySource": dict(sources), "first": messages[:3]}
 
 
@@ -569,8 +694,11 @@ def busy_mappings(pipeline: Pipeline) -> dict[str, Any]:
     endpoint from quiescence when verification timed out."""
     control = control_of(pipeline)
     keys = {mapping["uuid"]: key for key, mapping in pipeline.outputs.mappings.items()}
-    return {keys.get(uuid, uuid): control.mapping(uuid).get("engine")
-            for uuid, idle in control.quiescence().get("mappingsIdle", {}).items() if not idle}
+    return {
+        keys.get(uuid, uuid): control.mapping(uuid).get("engine")
+        for uuid, idle in control.quiescence().get("mappingsIdle", {}).items()
+        if not idle
+    }
 
 
 def verify_and_explain(report: PartReport, settings: pipeline_bench.Settings, pipeline: Pipeline) -> bool:
@@ -589,8 +717,10 @@ def history_note(pipeline: Pipeline, counts: dict[str, dict[str, Any]]) -> str:
     last = control_of(pipeline).history(limit=1)["lastId"]
     held = sum(c["invocations"] for c in counts.values())
     if last > held:
-        return (f"the endpoint's history holds the last {held:,} of {last:,} invocations: the invocation table "
-                "covers the end of the run only")
+        return (
+            f"the endpoint's history holds the last {held:,} of {last:,} invocations: the invocation table "
+            "covers the end of the run only"
+        )
     return ""
 
 
@@ -606,13 +736,14 @@ def load(report: PartReport, settings: Settings) -> None:
         users = [f"load-{run_id}-{i:03d}" for i in range(settings.load_users)]
         counts = start_users(pipeline, users, settings.converge_deadline)
         rng = random.Random(3)
-        poller = ViewPoller(pipeline, users[:settings.probe_users], interval=0.1)
+        poller = ViewPoller(pipeline, users[: settings.probe_users], interval=0.1)
         poll_thread = threading.Thread(target=poller.run, name="bench-view-poller", daemon=True)
         rss_before, cpu_before, load_before = tree_rss(pid), tree_cpu(pid), load_average()
         with RssSampler(pid, settings.rss_interval) as sampler:
             poll_thread.start()
-            sent = send_paced(pipeline, users, counts, settings.load_rate, settings.load_seconds,
-                              settings.batch_interval, rng, poller)
+            sent = send_paced(
+                pipeline, users, counts, settings.load_rate, settings.load_seconds, settings.batch_interval, rng, poller
+            )
             done = _wait_counts(pipeline, dict(zip(users, counts, strict=True)), settings.converge_deadline)
             until = time.monotonic() + 30
             while poller.unresolved() and time.monotonic() < until:
@@ -633,36 +764,88 @@ def load(report: PartReport, settings: Settings) -> None:
     latency = summary_ms([e.updated_at_ms - e.sent_at * 1000 for e in resolved])  # type: ignore[operator]
     seen = summary_ms([(e.observed_at - e.sent_at) * 1000 for e in resolved])  # type: ignore[operator]
     windows = latency_windows(resolved, sent.started_at, settings.load_seconds / 6)
-    report.data.update({"events": sent.events, "sendSeconds": sent.seconds, "rate": sent.rate,
-                        "maxSendLateMs": sent.max_late_ms, "putRecordsMs": sent.put_ms, "drainSeconds": round(drain, 2),
-                        "latencyByWindow": windows,
-                        "latencyByUpdatedAtMs": latency, "latencyByPollerMs": seen, "cpuMsPerEvent": cpu,
-                        "rss": rss, "invocations": invocations, "failureQueue": failures})
+    report.data.update(
+        {
+            "events": sent.events,
+            "sendSeconds": sent.seconds,
+            "rate": sent.rate,
+            "maxSendLateMs": sent.max_late_ms,
+            "putRecordsMs": sent.put_ms,
+            "drainSeconds": round(drain, 2),
+            "latencyByWindow": windows,
+            "latencyByUpdatedAtMs": latency,
+            "latencyByPollerMs": seen,
+            "cpuMsPerEvent": cpu,
+            "rss": rss,
+            "invocations": invocations,
+            "failureQueue": failures,
+        }
+    )
     loads = (load_before, load_after)
-    report.add(Measurement(
-        "achieved events/s", sent.rate, "ev/s", f"{settings.load_rate:.0f}/s",
-        sent.rate >= 0.97 * settings.load_rate,
-        f"{sent.events:,} events over {settings.load_users} users in {sent.seconds:.0f} s (PutRecords of "
-        f"{round(settings.load_rate * settings.batch_interval)} every {settings.batch_interval * 1000:.0f} ms; "
-        f"at worst {sent.max_late_ms:.0f} ms behind schedule; PutRecords p50 {sent.put_ms.get('p50', 0):.0f}, "
-        f"p99 {sent.put_ms.get('p99', 0):.0f}, max {sent.put_ms.get('max', 0):.0f} ms); CPU ms/event: "
-        f"{describe_cpu(cpu)}", loads))
-    report.add(Measurement(
-        "drain: last put -> every view row counts all its events", drain, "s", "", None,
-        "short: the pipeline kept up with the rate; long: a backlog built up while sending", loads))
-    report.add(Measurement(
-        "put -> view latency p50 (updatedAt)", latency.get("p50"), "ms", "", None,
-        f"p99 {latency.get('p99', 0):.0f} ms, max {latency.get('max', 0):.0f} ms, n={latency['n']} (the events "
-        f"of {len(poller.users)} users); as the poller saw it: p50 {seen.get('p50', 0):.0f}, "
-        f"p99 {seen.get('p99', 0):.0f} ms", loads))
-    report.add(Measurement(
-        "put -> view latency p99 (updatedAt)", latency.get("p99"), "ms", "", None,
-        f"p50 / p99 by {settings.load_seconds / 6:.0f} s of sending: "
-        + ", ".join(f"{w.get('p50', 0):.0f} / {w.get('p99', 0):.0f}" for w in windows) + " ms"
-        + (f"; {poller.unresolved()} events never seen" if poller.unresolved() else ""), loads))
+    report.add(
+        Measurement(
+            "achieved events/s",
+            sent.rate,
+            "ev/s",
+            f"{settings.load_rate:.0f}/s",
+            sent.rate >= 0.97 * settings.load_rate,
+            f"{sent.events:,} events over {settings.load_users} users in {sent.seconds:.0f} s (PutRecords of "
+            f"{round(settings.load_rate * settings.batch_interval)} every {settings.batch_interval * 1000:.0f} ms; "
+            f"at worst {sent.max_late_ms:.0f} ms behind schedule; PutRecords p50 {sent.put_ms.get('p50', 0):.0f}, "
+            f"p99 {sent.put_ms.get('p99', 0):.0f}, max {sent.put_ms.get('max', 0):.0f} ms); CPU ms/event: "
+            f"{describe_cpu(cpu)}",
+            loads,
+        )
+    )
+    report.add(
+        Measurement(
+            "drain: last put -> every view row counts all its events",
+            drain,
+            "s",
+            "",
+            None,
+            "short: the pipeline kept up with the rate; long: a backlog built up while sending",
+            loads,
+        )
+    )
+    report.add(
+        Measurement(
+            "put -> view latency p50 (updatedAt)",
+            latency.get("p50"),
+            "ms",
+            "",
+            None,
+            f"p99 {latency.get('p99', 0):.0f} ms, max {latency.get('max', 0):.0f} ms, n={latency['n']} (the events "
+            f"of {len(poller.users)} users); as the poller saw it: p50 {seen.get('p50', 0):.0f}, "
+            f"p99 {seen.get('p99', 0):.0f} ms",
+            loads,
+        )
+    )
+    report.add(
+        Measurement(
+            "put -> view latency p99 (updatedAt)",
+            latency.get("p99"),
+            "ms",
+            "",
+            None,
+            f"p50 / p99 by {settings.load_seconds / 6:.0f} s of sending: "
+            + ", ".join(f"{w.get('p50', 0):.0f} / {w.get('p99', 0):.0f}" for w in windows)
+            + " ms"
+            + (f"; {poller.unresolved()} events never seen" if poller.unresolved() else ""),
+            loads,
+        )
+    )
     rss_measurements(report, rss, sent.events)
-    report.add(Measurement("failure queue messages at the end", failures["messages"], "", "0",
-                           failures["messages"] == 0, str(failures["bySource"] or "")))
+    report.add(
+        Measurement(
+            "failure queue messages at the end",
+            failures["messages"],
+            "",
+            "0",
+            failures["messages"] == 0,
+            str(failures["bySource"] or ""),
+        )
+    )
     report.extra_tables.append(invocation_table(invocations))
     if note:
         report.notes.append(note)
@@ -675,7 +858,8 @@ def latency_windows(events: list[PendingEvent], started_at: float, width: float)
     for event in events:
         assert event.updated_at_ms is not None
         windows.setdefault(int((event.sent_at - started_at) // width), []).append(
-            event.updated_at_ms - event.sent_at * 1000)
+            event.updated_at_ms - event.sent_at * 1000
+        )
     return [{"fromS": round(index * width), **summary_ms(values)} for index, values in sorted(windows.items())]
 
 
@@ -723,8 +907,14 @@ class WorkerKiller:
             except ProcessLookupError:
                 self.misses += 1
                 continue
-            self.kills.append({"t": round(time.monotonic() - started, 2), "pid": pid,
-                               "function": name.rsplit("-", 1)[-1], "workersAlive": len(pids)})
+            self.kills.append(
+                {
+                    "t": round(time.monotonic() - started, 2),
+                    "pid": pid,
+                    "function": name.rsplit("-", 1)[-1],
+                    "workersAlive": len(pids),
+                }
+            )
 
 
 def kill_workers(report: PartReport, settings: Settings) -> None:
@@ -736,8 +926,12 @@ def kill_workers(report: PartReport, settings: Settings) -> None:
     deadline = max(settings.kill_converge_deadline, visibility + 60.0)
     pipeline_settings = settings.pipeline_settings(deadline)
     with fresh_endpoint(report) as endpoint:
-        pipeline, report.data["applySeconds"] = deploy(endpoint, f"robust-{run_id}", pipeline_settings,
-                                                       {"function_timeout_seconds": settings.kill_function_timeout})
+        pipeline, report.data["applySeconds"] = deploy(
+            endpoint,
+            f"robust-{run_id}",
+            pipeline_settings,
+            {"function_timeout_seconds": settings.kill_function_timeout},
+        )
         pid = endpoint.process.pid if endpoint.process else 0
         users = [f"kill-{run_id}-{i:03d}" for i in range(settings.kill_users)]
         counts = start_users(pipeline, users, settings.converge_deadline)
@@ -748,8 +942,9 @@ def kill_workers(report: PartReport, settings: Settings) -> None:
         with RssSampler(pid, settings.rss_interval) as sampler:
             kill_thread.start()
             try:
-                sent = send_paced(pipeline, users, counts, settings.kill_rate, settings.kill_seconds,
-                                  settings.batch_interval, rng)
+                sent = send_paced(
+                    pipeline, users, counts, settings.kill_rate, settings.kill_seconds, settings.batch_interval, rng
+                )
             finally:
                 killer.stop.set()
                 kill_thread.join()
@@ -764,31 +959,75 @@ def kill_workers(report: PartReport, settings: Settings) -> None:
         load_after = load_average()
 
     by_function = Counter(kill["function"] for kill in killer.kills)
-    errors = {key: sum(n for outcome, n in c["outcomes"].items() if outcome != "success")
-              for key, c in invocations.items()}
-    report.data.update({"events": sent.events, "sendSeconds": sent.seconds, "rate": sent.rate,
-                        "kills": len(killer.kills), "killsByFunction": dict(by_function), "misses": killer.misses,
-                        "killLog": killer.kills, "verifySeconds": round(converged, 1), "rss": rss,
-                        "invocations": invocations, "failedInvocations": errors, "failureQueue": failures})
+    errors = {
+        key: sum(n for outcome, n in c["outcomes"].items() if outcome != "success") for key, c in invocations.items()
+    }
+    report.data.update(
+        {
+            "events": sent.events,
+            "sendSeconds": sent.seconds,
+            "rate": sent.rate,
+            "kills": len(killer.kills),
+            "killsByFunction": dict(by_function),
+            "misses": killer.misses,
+            "killLog": killer.kills,
+            "verifySeconds": round(converged, 1),
+            "rss": rss,
+            "invocations": invocations,
+            "failedInvocations": errors,
+            "failureQueue": failures,
+        }
+    )
     loads = (load_before, load_after)
     alive = statistics.median([k["workersAlive"] for k in killer.kills]) if killer.kills else 0
-    report.add(Measurement(
-        "workers SIGKILLed", len(killer.kills), "", "", None,
-        f"one every {settings.kill_interval:g} s for {sent.seconds:.0f} s: "
-        + ", ".join(f"{name} {n}" for name, n in sorted(by_function.items()))
-        + f"; median {alive:g} workers alive at a kill; {killer.misses} ticks found none to kill", loads))
-    report.add(Measurement(
-        "events sent meanwhile", sent.events, "", "", None,
-        f"{sent.rate:.0f} events/s achieved (asked {settings.kill_rate:.0f}) over {settings.kill_users} users; "
-        "invocations that failed: " + ", ".join(f"{k} {v}" for k, v in errors.items()), loads))
-    report.add(Measurement(
-        "time to converge after the last kill", converged, "s", f"< {deadline:.0f} s",
-        bool(report.data["verification"]["ok"]) and converged < deadline,
-        "until every view equals the oracle and the endpoint is quiescent (pipeline_bench.verify); a killed "
-        f"snapshot or trim batch comes back after the queue's visibility timeout ({visibility} s)", loads))
+    report.add(
+        Measurement(
+            "workers SIGKILLed",
+            len(killer.kills),
+            "",
+            "",
+            None,
+            f"one every {settings.kill_interval:g} s for {sent.seconds:.0f} s: "
+            + ", ".join(f"{name} {n}" for name, n in sorted(by_function.items()))
+            + f"; median {alive:g} workers alive at a kill; {killer.misses} ticks found none to kill",
+            loads,
+        )
+    )
+    report.add(
+        Measurement(
+            "events sent meanwhile",
+            sent.events,
+            "",
+            "",
+            None,
+            f"{sent.rate:.0f} events/s achieved (asked {settings.kill_rate:.0f}) over {settings.kill_users} users; "
+            "invocations that failed: " + ", ".join(f"{k} {v}" for k, v in errors.items()),
+            loads,
+        )
+    )
+    report.add(
+        Measurement(
+            "time to converge after the last kill",
+            converged,
+            "s",
+            f"< {deadline:.0f} s",
+            bool(report.data["verification"]["ok"]) and converged < deadline,
+            "until every view equals the oracle and the endpoint is quiescent (pipeline_bench.verify); a killed "
+            f"snapshot or trim batch comes back after the queue's visibility timeout ({visibility} s)",
+            loads,
+        )
+    )
     rss_measurements(report, rss, sent.events)
-    report.add(Measurement("failure queue messages at the end", failures["messages"], "", "0",
-                           failures["messages"] == 0, str(failures["bySource"] or "")))
+    report.add(
+        Measurement(
+            "failure queue messages at the end",
+            failures["messages"],
+            "",
+            "0",
+            failures["messages"] == 0,
+            str(failures["bySource"] or ""),
+        )
+    )
     report.extra_tables.append(invocation_table(invocations))
     if note:
         report.notes.append(note)
@@ -796,4 +1035,5 @@ def kill_workers(report: PartReport, settings: Settings) -> None:
         f"The stack ran with function_timeout_seconds={settings.kill_function_timeout} (default 30), so the "
         f"snapshot and trim queues' visibility timeout is {visibility} s instead of 180 s: the messages of a "
         "batch whose worker was killed are redelivered after that long, as on AWS, and quiescence waits for "
-        "them.")
+        "them."
+    )

@@ -51,9 +51,11 @@ def run(quick: bool = False, endpoints: Sequence[str] = ()) -> PartReport:
         else:
             why = "not reachable" if local else "not a local endpoint"
             results["localstack"] = {"endpoint": localstack, "skipped": True, "error": f"{why}: skipped"}
-            report.notes.append(f"localstack: {localstack} is {why} ({LOCALSTACK_HEALTH}), so it was skipped. "
-                                "Start LocalStack (make up BACKEND=localstack, or your own) and point "
-                                "ESJOIN_LOCALSTACK_ENDPOINT at it, or pass --endpoint URL.")
+            report.notes.append(
+                f"localstack: {localstack} is {why} ({LOCALSTACK_HEALTH}), so it was skipped. "
+                "Start LocalStack (make up BACKEND=localstack, or your own) and point "
+                "ESJOIN_LOCALSTACK_ENDPOINT at it, or pass --endpoint URL."
+            )
     for url in dict.fromkeys(extra):
         name = column_name(url, results)
         results[name] = measure(name, url, settings)
@@ -65,8 +67,17 @@ def run(quick: bool = False, endpoints: Sequence[str] = ()) -> PartReport:
         report.data["failed"] = True
         failures = "; ".join(ours.get("failures", []))
         report.notes.append(f"the smoke workload FAILED against our endpoint: {failures[:2000]}")
-    report.add(Measurement("smoke workload completes against our endpoint", None, "", "pass", passed,
-                           f"{ours.get('seconds', '?')} s in all", ours.get("load")))
+    report.add(
+        Measurement(
+            "smoke workload completes against our endpoint",
+            None,
+            "",
+            "pass",
+            passed,
+            f"{ours.get('seconds', '?')} s in all",
+            ours.get("load"),
+        )
+    )
     report.extra_tables.append(side_by_side(results, settings))
     for name, result in results.items():
         if result.get("skipped"):
@@ -95,8 +106,13 @@ def column_name(url: str, taken: dict[str, Any]) -> str:
     local URL is asked (the workload refuses the others too)."""
     kind = "endpoint"
     if is_local(url):
-        kind = ("localstack" if answers_health(url, LOCALSTACK_HEALTH)
-                else "esjoin" if answers_health(url, ESJOIN_HEALTH) else kind)
+        kind = (
+            "localstack"
+            if answers_health(url, LOCALSTACK_HEALTH)
+            else "esjoin"
+            if answers_health(url, ESJOIN_HEALTH)
+            else kind
+        )
     number = 2
     name = kind
     while name in taken:
@@ -132,8 +148,10 @@ def side_by_side(results: dict[str, dict[str, Any]], settings: WorkloadSettings)
     idle = f"{settings.idle_seconds:g}"
     rows = [
         ["Kinesis -> fn -> DynamoDB, p50 / p99", *(latency(results[n], "kinesisOneHop") for n in names)],
-        ["Kinesis -> fn -> DynamoDB -> stream -> fn -> DynamoDB (two hops), p50 / p99",
-         *(latency(results[n], "kinesisTwoHops") for n in names)],
+        [
+            "Kinesis -> fn -> DynamoDB -> stream -> fn -> DynamoDB (two hops), p50 / p99",
+            *(latency(results[n], "kinesisTwoHops") for n in names),
+        ],
         ["SQS -> fn -> DynamoDB, p50 / p99", *(latency(results[n], "sqs") for n in names)],
         [f"after {idle} s idle: Kinesis two hops", *(after_idle(results[n], "kinesisTwoHops") for n in names)],
         [f"after {idle} s idle: SQS", *(after_idle(results[n], "sqs") for n in names)],
@@ -143,9 +161,13 @@ def side_by_side(results: dict[str, dict[str, Any]], settings: WorkloadSettings)
         ["create resources", *(seconds(results[n], "resourcesSeconds") for n in names)],
         ["result", *(outcome(results[n]) for n in names)],
         ["run time (all of the above, idle and cleanup included)", *(seconds(results[n], "seconds") for n in names)],
-        ["load average (before-after)", *("{:.2f}-{:.2f}".format(*results[n]["load"]) if results[n].get("load")
-                                          else "-" for n in names)],
+        [
+            "load average (before-after)",
+            *("{:.2f}-{:.2f}".format(*results[n]["load"]) if results[n].get("load") else "-" for n in names),
+        ],
     ]
-    return (f"Smoke workload figures, side by side ({settings.records} records per path at "
-            f"{settings.per_second:g}/s, one run each, this machine):\n\n"
-            + markdown_table(["", *(f"{n} ({results[n].get('endpoint', '')})" for n in names)], rows))
+    return (
+        f"Smoke workload figures, side by side ({settings.records} records per path at "
+        f"{settings.per_second:g}/s, one run each, this machine):\n\n"
+        + markdown_table(["", *(f"{n} ({results[n].get('endpoint', '')})" for n in names)], rows)
+    )

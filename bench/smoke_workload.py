@@ -45,12 +45,18 @@ WORKLOAD_CLIENT_CONFIG = CLIENT_CONFIG.merge(Config(read_timeout=300))
 POLL_SECONDS = 0.1  # between looks at the views table; latencies come from the functions' clocks, not from this
 FUNCTIONS = ("ingest", "project", "enqueue", "probe")
 PATHS = ("kinesisOneHop", "kinesisTwoHops", "sqs")
-TRUST_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [{
-    "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+TRUST_POLICY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ],
+    }
+)
 
 # Producers put {"key": <the views row's key>, "sent_at": <epoch seconds>}; every row carries sent_at
 # and the clock readings of the functions it went through.
-INGEST = '''
+INGEST = """
 import base64, json, os, time
 import boto3
 table, dynamodb = os.environ["EVENTS_TABLE"], boto3.client("dynamodb")
@@ -60,9 +66,9 @@ def handler(event, context):
         dynamodb.put_item(TableName=table, Item={"pk": {"S": body["key"]}, "sent_at": {"N": repr(body["sent_at"])},
                                                  "ingest_at": {"N": repr(time.time())}})
     return {"records": len(event["Records"])}
-'''
+"""
 
-PROJECT = '''
+PROJECT = """
 import os, time
 import boto3
 table, dynamodb = os.environ["VIEWS_TABLE"], boto3.client("dynamodb")
@@ -72,9 +78,9 @@ def handler(event, context):
         if image:
             dynamodb.put_item(TableName=table, Item={**image, "arrived_at": {"N": repr(time.time())}})
     return {"records": len(event["Records"])}
-'''
+"""
 
-ENQUEUE = '''
+ENQUEUE = """
 import json, os, time
 import boto3
 table, dynamodb = os.environ["VIEWS_TABLE"], boto3.client("dynamodb")
@@ -84,12 +90,12 @@ def handler(event, context):
         dynamodb.put_item(TableName=table, Item={"pk": {"S": body["key"]}, "sent_at": {"N": repr(body["sent_at"])},
                                                  "arrived_at": {"N": repr(time.time())}})
     return {"batchItemFailures": []}
-'''
+"""
 
-PROBE = '''
+PROBE = """
 def handler(event, context):
     return {"function": context.function_name, "round": event.get("round")}
-'''
+"""
 
 
 @dataclass(frozen=True)
@@ -106,8 +112,10 @@ class WorkloadSettings:
 
     def command(self, endpoint: str) -> str:
         """The command that runs this workload alone against `endpoint`."""
-        return (f"python -m bench.smoke_workload --endpoint {endpoint} --records {self.records} "
-                f"--idle-seconds {self.idle_seconds:g}")
+        return (
+            f"python -m bench.smoke_workload --endpoint {endpoint} --records {self.records} "
+            f"--idle-seconds {self.idle_seconds:g}"
+        )
 
 
 @dataclass
@@ -119,8 +127,14 @@ class SmokeWorkload:
     def __post_init__(self) -> None:
         self._clients: dict[str, Any] = {}
         self.resources = ProbeResources(self.client)
-        self.result: dict[str, Any] = {"endpoint": self.endpoint, "settings": asdict(self.settings), "paths": {},
-                                       "afterIdle": {}, "failures": [], "cleanupErrors": []}
+        self.result: dict[str, Any] = {
+            "endpoint": self.endpoint,
+            "settings": asdict(self.settings),
+            "paths": {},
+            "afterIdle": {},
+            "failures": [],
+            "cleanupErrors": [],
+        }
         self._created: list[tuple[str, Callable[[], Any]]] = []  # (what, how to delete it), in creation order
         self._names: dict[str, str] = {}
         self._stream = self._queue_url = self._events = self._views = ""
@@ -168,8 +182,12 @@ class SmokeWorkload:
 
         kinesis, self._stream = self.client("kinesis"), resources.name("in")
         kinesis.create_stream(StreamName=self._stream, ShardCount=1)
-        self._created.append((f"stream {self._stream}", lambda: kinesis.delete_stream(
-            StreamName=self._stream, EnforceConsumerDeletion=True)))
+        self._created.append(
+            (
+                f"stream {self._stream}",
+                lambda: kinesis.delete_stream(StreamName=self._stream, EnforceConsumerDeletion=True),
+            )
+        )
 
         self._events, events_stream_arn = resources.table("events", stream=True)
         self._created.append((f"table {self._events}", lambda: dynamodb.delete_table(TableName=self._events)))
@@ -180,25 +198,40 @@ class SmokeWorkload:
 
         self._queue_url = resources.queue("queue")
         self._created.append((f"queue {self._queue_url}", lambda: sqs.delete_queue(QueueUrl=self._queue_url)))
-        queue_arn = sqs.get_queue_attributes(QueueUrl=self._queue_url,
-                                             AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=self._queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
 
         environment = {"EVENTS_TABLE": self._events, "VIEWS_TABLE": self._views}
         for name, source in (("ingest", INGEST), ("project", PROJECT), ("enqueue", ENQUEUE), ("probe", PROBE)):
             self._names[name] = self._create_function(name, source, role_arn, environment)
         for name in FUNCTIONS:
-            wait_for(f"function {self._names[name]} Active", lambda name=name: self._function_active(name),
-                     self.settings.deadline, POLL_SECONDS)
+            wait_for(
+                f"function {self._names[name]} Active",
+                lambda name=name: self._function_active(name),
+                self.settings.deadline,
+                POLL_SECONDS,
+            )
         for table in (self._events, self._views):
-            wait_for(f"table {table} ACTIVE", lambda table=table: dynamodb.describe_table(
-                TableName=table)["Table"]["TableStatus"] == "ACTIVE", self.settings.deadline, POLL_SECONDS)
+            wait_for(
+                f"table {table} ACTIVE",
+                lambda table=table: dynamodb.describe_table(TableName=table)["Table"]["TableStatus"] == "ACTIVE",
+                self.settings.deadline,
+                POLL_SECONDS,
+            )
         streams = self.client("dynamodbstreams")
-        wait_for(f"stream of {self._events} ENABLED", lambda: streams.describe_stream(
-            StreamArn=events_stream_arn)["StreamDescription"]["StreamStatus"] == "ENABLED",
-            self.settings.deadline, POLL_SECONDS)
+        wait_for(
+            f"stream of {self._events} ENABLED",
+            lambda: (
+                streams.describe_stream(StreamArn=events_stream_arn)["StreamDescription"]["StreamStatus"] == "ENABLED"
+            ),
+            self.settings.deadline,
+            POLL_SECONDS,
+        )
 
-        kinesis_arn = wait_for(f"stream {self._stream} ACTIVE", self._active_stream_arn, self.settings.deadline,
-                               POLL_SECONDS)
+        kinesis_arn = wait_for(
+            f"stream {self._stream} ACTIVE", self._active_stream_arn, self.settings.deadline, POLL_SECONDS
+        )
         self._mapping("ingest", kinesis_arn, StartingPosition="TRIM_HORIZON")
         self._mapping("project", events_stream_arn, StartingPosition="TRIM_HORIZON")
         self._mapping("enqueue", queue_arn)
@@ -212,9 +245,15 @@ class SmokeWorkload:
 
         def create() -> bool:
             try:
-                lambda_.create_function(FunctionName=name, Runtime=RUNTIME, Role=role_arn, Handler="handler.handler",
-                                        Code={"ZipFile": zip_source(source)}, Timeout=30,
-                                        Environment={"Variables": environment})
+                lambda_.create_function(
+                    FunctionName=name,
+                    Runtime=RUNTIME,
+                    Role=role_arn,
+                    Handler="handler.handler",
+                    Code={"ZipFile": zip_source(source)},
+                    Timeout=30,
+                    Environment={"Variables": environment},
+                )
             except ClientError as error:  # a role just created may not be assumable yet (AWS: seconds)
                 if error.response["Error"]["Code"] == "InvalidParameterValueException" and "role" in str(error):
                     return False
@@ -234,11 +273,20 @@ class SmokeWorkload:
 
     def _mapping(self, function: str, source_arn: str, **extra: Any) -> None:
         lambda_ = self.client("lambda")
-        uuid_ = lambda_.create_event_source_mapping(FunctionName=self._names[function], EventSourceArn=source_arn,
-                                                    BatchSize=10, MaximumBatchingWindowInSeconds=0, **extra)["UUID"]
+        uuid_ = lambda_.create_event_source_mapping(
+            FunctionName=self._names[function],
+            EventSourceArn=source_arn,
+            BatchSize=10,
+            MaximumBatchingWindowInSeconds=0,
+            **extra,
+        )["UUID"]
         self._created.append((f"mapping {uuid_}", lambda: lambda_.delete_event_source_mapping(UUID=uuid_)))
-        wait_for(f"mapping {uuid_} Enabled", lambda: lambda_.get_event_source_mapping(UUID=uuid_)["State"] == "Enabled",
-                 self.settings.deadline, POLL_SECONDS)
+        wait_for(
+            f"mapping {uuid_} Enabled",
+            lambda: lambda_.get_event_source_mapping(UUID=uuid_)["State"] == "Enabled",
+            self.settings.deadline,
+            POLL_SECONDS,
+        )
 
     def invoke_directly(self) -> None:
         """The probe function's first invocation (cold start), then a second one (warm)."""
@@ -279,7 +327,8 @@ class SmokeWorkload:
         rows = self._wait_rows(list(sent), "after-idle records")
         self.result["afterIdle"] = {
             "kinesisTwoHops": round(1000 * (float(rows["k-idle"]["arrived_at"]["N"]) - sent["k-idle"]), 3),
-            "sqs": round(1000 * (float(rows["q-idle"]["arrived_at"]["N"]) - sent["q-idle"]), 3)}
+            "sqs": round(1000 * (float(rows["q-idle"]["arrived_at"]["N"]) - sent["q-idle"]), 3),
+        }
         self.log(f"after {self.settings.idle_seconds:g} s idle: {self.result['afterIdle']}")
 
     # -- producers and the views table ------------------------------------------------------------------
@@ -287,11 +336,13 @@ class SmokeWorkload:
         """One record to each path; the views row key of each -> the time just before its put."""
         sent = {}
         sent_at = sent[f"k-{key}"] = time.time()
-        self.client("kinesis").put_record(StreamName=self._stream, PartitionKey=key,
-                                          Data=json.dumps({"key": f"k-{key}", "sent_at": sent_at}).encode())
+        self.client("kinesis").put_record(
+            StreamName=self._stream, PartitionKey=key, Data=json.dumps({"key": f"k-{key}", "sent_at": sent_at}).encode()
+        )
         sent_at = sent[f"q-{key}"] = time.time()
-        self.client("sqs").send_message(QueueUrl=self._queue_url,
-                                        MessageBody=json.dumps({"key": f"q-{key}", "sent_at": sent_at}))
+        self.client("sqs").send_message(
+            QueueUrl=self._queue_url, MessageBody=json.dumps({"key": f"q-{key}", "sent_at": sent_at})
+        )
         return sent
 
     def _wait_rows(self, keys: list[str], what: str) -> dict[str, dict[str, Any]]:
@@ -308,8 +359,10 @@ class SmokeWorkload:
             wait_for(f"{what} in {self._views}", complete, self.settings.deadline, POLL_SECONDS)
         except TimeoutError:
             missing = [key for key in keys if key not in latest]
-            raise TimeoutError(f"{what}: {len(missing)} of {len(keys)} rows missing after "
-                               f"{self.settings.deadline:.0f} s, e.g. {missing[:5]}") from None
+            raise TimeoutError(
+                f"{what}: {len(missing)} of {len(keys)} rows missing after "
+                f"{self.settings.deadline:.0f} s, e.g. {missing[:5]}"
+            ) from None
         return dict(latest)
 
     def cleanup(self) -> None:
@@ -324,8 +377,9 @@ class SmokeWorkload:
         self.result["cleanupSeconds"] = round(time.monotonic() - began, 3)
 
 
-def run_workload(endpoint: str, settings: WorkloadSettings | None = None,
-                 log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+def run_workload(
+    endpoint: str, settings: WorkloadSettings | None = None, log: Callable[[str], None] = lambda line: None
+) -> dict[str, Any]:
     """The workload against `endpoint` (a local URL): its figures, failures and the command that reruns it."""
     settings = settings or WorkloadSettings()
     try:
@@ -340,8 +394,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.smoke_workload", description=__doc__.splitlines()[0])
     parser.add_argument("--endpoint", default="http://127.0.0.1:4566", help="a local endpoint URL")
     parser.add_argument("--records", type=int, default=WorkloadSettings.records, help="records per path")
-    parser.add_argument("--idle-seconds", type=float, default=WorkloadSettings.idle_seconds,
-                        help="silence before the after-idle records (0: skip them)")
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=WorkloadSettings.idle_seconds,
+        help="silence before the after-idle records (0: skip them)",
+    )
     args = parser.parse_args(argv)
     settings = WorkloadSettings(records=args.records, idle_seconds=args.idle_seconds)
     result = run_workload(args.endpoint, settings, log=lambda line: print(f"  {line}", file=sys.stderr, flush=True))

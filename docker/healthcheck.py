@@ -81,8 +81,12 @@ def localstack_init(url: str, script: str) -> Verdict:
     if not document.get("completed"):
         return Verdict(False, f"READY stage running: {scripts or 'no scripts yet'}")
     if script not in scripts:
-        return Verdict(False, f"{script} is not in /etc/localstack/init/ready.d (scripts: {sorted(scripts)}); "
-                              "is the hook mounted and named *.sh?", final=True)
+        return Verdict(
+            False,
+            f"{script} is not in /etc/localstack/init/ready.d (scripts: {sorted(scripts)}); "
+            "is the hook mounted and named *.sh?",
+            final=True,
+        )
     unfinished = sorted(name for name, state in scripts.items() if state != "SUCCESSFUL")
     if unfinished:
         return Verdict(False, f"READY stage completed but {', '.join(unfinished)} did not succeed", final=True)

@@ -1,11 +1,11 @@
 """The `esjoin` command line: run the pipeline locally, send events, read the views.
 
-    esjoin up [--backend embedded|localstack|emulator-container]   start + bootstrap + print outputs
-    esjoin send                      the original example's sample events through the `command` function
-    esjoin views [USER...]           view rows
-    esjoin status | down | logs
-    esjoin bootstrap apply|outputs|teardown ...   (infra.bootstrap's own command line)
-    esjoin emulator start [--port ...]            the embedded endpoint in the foreground
+esjoin up [--backend embedded|localstack|emulator-container]   start + bootstrap + print outputs
+esjoin send                      the original example's sample events through the `command` function
+esjoin views [USER...]           view rows
+esjoin status | down | logs
+esjoin bootstrap apply|outputs|teardown ...   (infra.bootstrap's own command line)
+esjoin emulator start [--port ...]            the embedded endpoint in the foreground
 """
 
 from __future__ import annotations
@@ -40,8 +40,11 @@ from esjoin.testing.backends import (
 from esjoin.testing.control import ControlClient
 from esjoin.testing.health import Probe, ProbeKind, probe_health
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="esjoin: run and test the event-sourcing pipeline on a local AWS endpoint")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="esjoin: run and test the event-sourcing pipeline on a local AWS endpoint",
+)
 emulator_app = typer.Typer(no_args_is_help=True, help="the embedded AWS endpoint")
 app.add_typer(emulator_app, name="emulator")
 # Outside a terminal (make, CI logs) rich would wrap at 80 columns; the views table needs more.
@@ -61,11 +64,22 @@ READY, WAITING, FAILED = "ready", "waiting", "failed"
 STARTING_WAIT_SECONDS = 30.0
 """How long `esjoin up` waits on an endpoint that says it is starting (start_embedded's own deadline)."""
 
-BackendOption = Annotated[str, typer.Option("--backend", "-b", envvar=["ESJOIN_BACKEND", "BACKEND"],
-                                            help="embedded (default) | localstack | emulator-container")]
+BackendOption = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        "-b",
+        envvar=["ESJOIN_BACKEND", "BACKEND"],
+        help="embedded (default) | localstack | emulator-container",
+    ),
+]
 StageOption = Annotated[str, typer.Option("--stage", envvar="ESJOIN_STAGE", help="stage name prefix")]
-EndpointOption = Annotated[str | None, typer.Option(
-    "--endpoint", envvar="ESJOIN_ENDPOINT", help="endpoint URL (default: http://127.0.0.1:$ESJOIN_PORT, or 4566)")]
+EndpointOption = Annotated[
+    str | None,
+    typer.Option(
+        "--endpoint", envvar="ESJOIN_ENDPOINT", help="endpoint URL (default: http://127.0.0.1:$ESJOIN_PORT, or 4566)"
+    ),
+]
 
 
 def demo_project() -> Path:
@@ -76,8 +90,11 @@ def demo_project() -> Path:
             if str(directory) not in sys.path:
                 sys.path.insert(0, str(directory))
             return directory
-    raise fail("no esjoin checkout here (infra/ and lambdas/ in this directory or above it): run this command "
-               "from the repository; it deploys or reads the demo stack", 2)
+    raise fail(
+        "no esjoin checkout here (infra/ and lambdas/ in this directory or above it): run this command "
+        "from the repository; it deploys or reads the demo stack",
+        2,
+    )
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -116,11 +133,15 @@ def ensure_embedded(endpoint: str) -> str:
         console.print(f"embedded endpoint already running at {endpoint}")
         return endpoint
     if probe.kind is ProbeKind.NOT_ESJOIN and answers_health(endpoint, "/_localstack/health"):
-        raise fail(f"{endpoint} is LocalStack, not the embedded endpoint: stop it or set ESJOIN_ENDPOINT "
-                   f"to another port (e.g. http://127.0.0.1:4567)")
+        raise fail(
+            f"{endpoint} is LocalStack, not the embedded endpoint: stop it or set ESJOIN_ENDPOINT "
+            f"to another port (e.g. http://127.0.0.1:4567)"
+        )
     if probe.kind is not ProbeKind.NOT_LISTENING:
-        raise fail(f"{probe.describe()}; not starting another endpoint there. Stop what holds the port, or set "
-                   "ESJOIN_ENDPOINT to another port (e.g. http://127.0.0.1:4567)")
+        raise fail(
+            f"{probe.describe()}; not starting another endpoint there. Stop what holds the port, or set "
+            "ESJOIN_ENDPOINT to another port (e.g. http://127.0.0.1:4567)"
+        )
     port = urlsplit(endpoint).port
     if port is None:
         raise fail(f"{endpoint} names no port to start the embedded endpoint on (e.g. http://127.0.0.1:4566)")
@@ -130,8 +151,10 @@ def ensure_embedded(endpoint: str) -> str:
     except BackendError as error:
         raise fail(str(error)) from None
     PID_FILE.write_text(f"{process.pid}\n")
-    console.print(f"embedded endpoint started at {endpoint} (pid {process.pid}, ready in "
-                  f"{time.monotonic() - started:.1f}s, log {LOG_FILE})")
+    console.print(
+        f"embedded endpoint started at {endpoint} (pid {process.pid}, ready in "
+        f"{time.monotonic() - started:.1f}s, log {LOG_FILE})"
+    )
     return endpoint
 
 
@@ -157,8 +180,11 @@ def local_endpoint(endpoint: str | None) -> str:
     if endpoint is None:
         endpoint = f"http://127.0.0.1:{port}" if port else DEFAULT_ENDPOINT
     elif port and str(urlsplit(endpoint.strip()).port or "") != port:
-        raise fail(f"ESJOIN_PORT={port} and the endpoint {endpoint} (--endpoint or ESJOIN_ENDPOINT) name different "
-                   "ports: set one of them", 2)
+        raise fail(
+            f"ESJOIN_PORT={port} and the endpoint {endpoint} (--endpoint or ESJOIN_ENDPOINT) name different "
+            "ports: set one of them",
+            2,
+        )
     try:
         check_local_endpoint(endpoint.strip(), allowed_hosts())
     except TargetRefused as error:
@@ -179,8 +205,10 @@ def stop_embedded() -> None:
     if running_pid() == pid:
         os.killpg(pid, signal.SIGKILL)
     PID_FILE.unlink(missing_ok=True)
-    console.print(f"embedded endpoint stopped (pid {pid}); its streams, tables, queues, functions and mappings were "
-                  "in memory and are gone: `make up` starts afresh")
+    console.print(
+        f"embedded endpoint stopped (pid {pid}); its streams, tables, queues, functions and mappings were "
+        "in memory and are gone: `make up` starts afresh"
+    )
 
 
 # -- containers ---------------------------------------------------------------------------------
@@ -191,8 +219,9 @@ def compose(*args: str) -> list[str]:
         return ["docker", "compose", *args]
     if shutil.which("docker-compose"):
         return ["docker-compose", *args]
-    raise fail("neither `docker compose` nor `docker-compose` is installed; the embedded backend needs neither "
-               "(`make up`)")
+    raise fail(
+        "neither `docker compose` nor `docker-compose` is installed; the embedded backend needs neither (`make up`)"
+    )
 
 
 def compose_up(backend: str, stage: str) -> None:
@@ -236,10 +265,18 @@ def wait_for_services(backend: str) -> None:
     deadline, pending, shown = time.monotonic() + seconds, list(COMPOSE_SERVICES[backend]), {}
     while pending:
         for service in list(pending):
-            ids = subprocess.run([*base, "--profile", COMPOSE_PROFILES[backend], "ps", "-a", "-q", service],
-                                 capture_output=True, text=True).stdout.split()
-            inspected = subprocess.run(["docker", "inspect", "--format", "{{json .State}}", *ids[:1]],
-                                       capture_output=True, text=True) if ids else None
+            ids = subprocess.run(
+                [*base, "--profile", COMPOSE_PROFILES[backend], "ps", "-a", "-q", service],
+                capture_output=True,
+                text=True,
+            ).stdout.split()
+            inspected = (
+                subprocess.run(
+                    ["docker", "inspect", "--format", "{{json .State}}", *ids[:1]], capture_output=True, text=True
+                )
+                if ids
+                else None
+            )
             state = json.loads(inspected.stdout) if inspected and inspected.returncode == 0 else None
             status, why = service_status(state)
             if status == FAILED:
@@ -250,8 +287,10 @@ def wait_for_services(backend: str) -> None:
                 console.print(f"{service}: {why}", highlight=False)
                 shown[service] = why
         if pending and time.monotonic() > deadline:
-            raise fail(f"{', '.join(pending)} not ready after {seconds:.0f}s (ESJOIN_COMPOSE_WAIT_SECONDS); "
-                       f"`esjoin logs --backend {backend}` shows why")
+            raise fail(
+                f"{', '.join(pending)} not ready after {seconds:.0f}s (ESJOIN_COMPOSE_WAIT_SECONDS); "
+                f"`esjoin logs --backend {backend}` shows why"
+            )
         if pending:
             time.sleep(1)  # other processes' containers: nothing to wait on from here but their state
 
@@ -267,8 +306,12 @@ def stack_settings(stage: str, assignments: list[str]) -> Any:
 
 
 @app.command()
-def up(backend: BackendOption = EMBEDDED, stage: StageOption = "local", endpoint: EndpointOption = None,
-       set_: Annotated[list[str] | None, typer.Option("--set", help="stack setting KEY=VALUE")] = None) -> None:
+def up(
+    backend: BackendOption = EMBEDDED,
+    stage: StageOption = "local",
+    endpoint: EndpointOption = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="stack setting KEY=VALUE")] = None,
+) -> None:
     """Start the backend, bootstrap the stack, print where everything is."""
     demo_project()
     from infra.bootstrap import apply, read_outputs
@@ -290,14 +333,19 @@ def up(backend: BackendOption = EMBEDDED, stage: StageOption = "local", endpoint
         outputs = apply(stack, endpoint, outputs_path=OUTPUTS)
     console.print(f"stack '{stage}' on {endpoint}: {outputs.summary} ({time.monotonic() - started:.1f}s)")
     print_outputs(outputs)
-    aws = (f"AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test aws --endpoint-url {endpoint} --region "
-           f"{outputs.region} dynamodb scan --table-name {outputs.tables['views']['name']}")
-    for line in ("", "next:",
-                 "  make demo                    # the sample events through the pipeline, then the view rows",
-                 "  .venv/bin/esjoin views       # every view row",
-                 f"  {aws}",
-                 "  make test                    # every test",
-                 "  make down                    # stop it"):
+    aws = (
+        f"AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test aws --endpoint-url {endpoint} --region "
+        f"{outputs.region} dynamodb scan --table-name {outputs.tables['views']['name']}"
+    )
+    for line in (
+        "",
+        "next:",
+        "  make demo                    # the sample events through the pipeline, then the view rows",
+        "  .venv/bin/esjoin views       # every view row",
+        f"  {aws}",
+        "  make test                    # every test",
+        "  make down                    # stop it",
+    ):
         console.print(line, highlight=False, soft_wrap=True)
 
 
@@ -332,8 +380,9 @@ def status(backend: BackendOption = EMBEDDED, endpoint: EndpointOption = None) -
     answers = probe.kind in (ProbeKind.NOT_ESJOIN, ProbeKind.STARTING, ProbeKind.READY)
     if backend != LOCALSTACK and probe.kind is ProbeKind.READY:
         control = ControlClient(endpoint, timeout=2)
-        console.print_json(json.dumps({"health": probe.health, "quiescence": control.quiescence(),
-                                       "pid": running_pid()}))
+        console.print_json(
+            json.dumps({"health": probe.health, "quiescence": control.quiescence(), "pid": running_pid()})
+        )
     elif answers and answers_health(endpoint, "/_localstack/health"):
         console.print(f"LocalStack answers at {endpoint}")
     elif probe.kind is ProbeKind.NOT_LISTENING:
@@ -345,11 +394,20 @@ def status(backend: BackendOption = EMBEDDED, endpoint: EndpointOption = None) -
 
 
 @app.command()
-def logs(backend: BackendOption = EMBEDDED, lines: int = 100, endpoint: EndpointOption = None,
-         function: Annotated[str | None, typer.Option(
-             "--function", "-f", help="a function's CloudWatch Logs instead: command, consumer, trigger, snapshot, "
-             "trim (or a full name)")] = None,
-         follow: Annotated[bool, typer.Option(help="with --function: keep printing new lines")] = False) -> None:
+def logs(
+    backend: BackendOption = EMBEDDED,
+    lines: int = 100,
+    endpoint: EndpointOption = None,
+    function: Annotated[
+        str | None,
+        typer.Option(
+            "--function",
+            "-f",
+            help="a function's CloudWatch Logs instead: command, consumer, trigger, snapshot, trim (or a full name)",
+        ),
+    ] = None,
+    follow: Annotated[bool, typer.Option(help="with --function: keep printing new lines")] = False,
+) -> None:
     """The endpoint's log (embedded), the containers' logs, or a function's log (--function)."""
     endpoint = local_endpoint(endpoint)
     if function:
@@ -382,8 +440,12 @@ def function_logs(endpoint: str, function: str, lines: int, follow: bool) -> Non
         fresh = [e for e in sorted(events, key=lambda e: e["timestamp"]) if e["eventId"] not in seen]
         for event in fresh if start else fresh[-lines:]:  # the first page: the last `lines` only
             stamp = time.strftime("%H:%M:%S", time.gmtime(event["timestamp"] / 1000))
-            console.print(f"{stamp} {event['logStreamName'][-8:]} {event['message'].rstrip()}", highlight=False,
-                          markup=False, soft_wrap=True)
+            console.print(
+                f"{stamp} {event['logStreamName'][-8:]} {event['message'].rstrip()}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
         seen.update(e["eventId"] for e in fresh)
         if not follow:
             return
@@ -407,8 +469,9 @@ def open_pipeline(endpoint: str) -> Any:
 
 
 @app.command()
-def send(endpoint: EndpointOption = None,
-         deadline: Annotated[float, typer.Option(help="seconds to wait for the views")] = 60) -> None:
+def send(
+    endpoint: EndpointOption = None, deadline: Annotated[float, typer.Option(help="seconds to wait for the views")] = 60
+) -> None:
     """Send the original example's sample events (two users) through `command`, print the views."""
     endpoint = local_endpoint(endpoint)
     from esjoin.testing.checks import differences
@@ -423,8 +486,12 @@ def send(endpoint: EndpointOption = None,
     console.print(f"command function sent {result.get('sent')} events to {pipeline.outputs.stream['name']}")
     users = pipeline.log.users()
     try:
-        eventually(lambda: not differences(pipeline, users), expected="the view rows to reflect the events",
-                   deadline=deadline, interval=0.05)
+        eventually(
+            lambda: not differences(pipeline, users),
+            expected="the view rows to reflect the events",
+            deadline=deadline,
+            interval=0.05,
+        )
     except WaitTimeout as error:
         raise fail(str(error)) from None
     print_views(pipeline.views(users))
@@ -437,14 +504,22 @@ def print_views(rows: dict[str, dict[str, Any]]) -> None:
     for row in sorted(rows.values(), key=lambda r: r["id"]):
         last_login = row.get("lastLogin")
         shown = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(last_login / 1000)) if last_login else "-"
-        table.add_row(row["id"], str(row.get("name")), shown, str(row.get("recentOrderCount")),
-                      str(row.get("eventCount")), str(row.get("snapshotVersion", 0)))
+        table.add_row(
+            row["id"],
+            str(row.get("name")),
+            shown,
+            str(row.get("recentOrderCount")),
+            str(row.get("eventCount")),
+            str(row.get("snapshotVersion", 0)),
+        )
     console.print(table)
 
 
 @app.command()
-def views(users: Annotated[list[str] | None, typer.Argument(help="user ids (default: all)")] = None,
-          endpoint: EndpointOption = None) -> None:
+def views(
+    users: Annotated[list[str] | None, typer.Argument(help="user ids (default: all)")] = None,
+    endpoint: EndpointOption = None,
+) -> None:
     """Print view rows (all of them, or the given users')."""
     endpoint = local_endpoint(endpoint)
     from esjoin.testing.pipeline import from_item

@@ -233,8 +233,11 @@ def _split_unambiguously(endpoint_url: str) -> SplitResult:
     """``urlsplit(endpoint_url)`` once it is sure urllib3 (what botocore connects with) reads the
     same scheme, host and port; TargetRefused naming the ambiguity otherwise."""
     if "\\" in endpoint_url:
-        _refuse(endpoint_url, "it contains a backslash, which urllib3 (botocore's HTTP client) reads as the end "
-                "of the host and urllib.parse does not")
+        _refuse(
+            endpoint_url,
+            "it contains a backslash, which urllib3 (botocore's HTTP client) reads as the end "
+            "of the host and urllib.parse does not",
+        )
     if _UNPRINTABLE.search(endpoint_url):
         _refuse(endpoint_url, "it contains whitespace, control or non-ASCII characters")
     try:
@@ -245,8 +248,11 @@ def _split_unambiguously(endpoint_url: str) -> SplitResult:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise TargetRefused(f"endpoint {endpoint_url!r} is not a URL such as {DEFAULT_ENDPOINT}")
     if "%" in parts.netloc:
-        _refuse(endpoint_url, "it has percent-encoding in the host or user information "
-                "(urllib3 decodes it, urllib.parse does not); write the host plainly")
+        _refuse(
+            endpoint_url,
+            "it has percent-encoding in the host or user information "
+            "(urllib3 decodes it, urllib.parse does not); write the host plainly",
+        )
     try:
         seen = parse_url(endpoint_url)
     except LocationParseError as exc:
@@ -254,8 +260,11 @@ def _split_unambiguously(endpoint_url: str) -> SplitResult:
     host = parts.hostname
     seen_host = (seen.host or "").lower().removeprefix("[").removesuffix("]")
     if (seen.scheme, seen_host, seen.port) != (parts.scheme, host, port):
-        _refuse(endpoint_url, f"urllib.parse reads {parts.scheme}://{host}:{port} but urllib3, which botocore "
-                f"connects with, reads {seen.scheme}://{seen_host}:{seen.port}")
+        _refuse(
+            endpoint_url,
+            f"urllib.parse reads {parts.scheme}://{host}:{port} but urllib3, which botocore "
+            f"connects with, reads {seen.scheme}://{seen_host}:{seen.port}",
+        )
     if "[" in parts.netloc:
         try:
             ipaddress.IPv6Address(host)

@@ -52,8 +52,7 @@ def apply(
 ) -> Outputs:
     """Make ``target`` match ``stack``; returns (and writes, unless ``outputs_path`` is None) the
     outputs, whose ``changes`` and ``summary`` say what was created, updated or left unchanged."""
-    return _provision(stack, target, check=False, outputs_path=outputs_path, timeout=timeout,
-                      lambdas_dir=lambdas_dir)
+    return _provision(stack, target, check=False, outputs_path=outputs_path, timeout=timeout, lambdas_dir=lambdas_dir)
 
 
 def read_outputs(
@@ -66,16 +65,21 @@ def read_outputs(
 ) -> Outputs:
     """The outputs of a deployed stage, read from the endpoint without changing anything. Raises
     NotDeployed if a resource is missing; differences from the stack appear as ``drifted``."""
-    return _provision(stack, target, check=True, outputs_path=outputs_path, timeout=timeout,
-                      lambdas_dir=lambdas_dir)
+    return _provision(stack, target, check=True, outputs_path=outputs_path, timeout=timeout, lambdas_dir=lambdas_dir)
 
 
-def _provision(stack: Stack, target: Target | str, *, check: bool, outputs_path: Path | None, timeout: float,
-               lambdas_dir: Path | None) -> Outputs:
+def _provision(
+    stack: Stack,
+    target: Target | str,
+    *,
+    check: bool,
+    outputs_path: Path | None,
+    timeout: float,
+    lambdas_dir: Path | None,
+) -> Outputs:
     """Run the provisioner (check=True: read and compare only) and write the outputs if asked to."""
     target = _target(stack, target)
-    outputs = Provisioner(stack, target, target.clients(), check=check, timeout=timeout,
-                          lambdas_dir=lambdas_dir).run()
+    outputs = Provisioner(stack, target, target.clients(), check=check, timeout=timeout, lambdas_dir=lambdas_dir).run()
     if outputs_path is not None:
         outputs.write(outputs_path)
     return outputs
@@ -164,9 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.region is not None:
             overrides["region"] = args.region
         settings = StackSettings.from_env(overrides=overrides)
-        target = resolve_target(
-            args.target, endpoint_url=args.endpoint, region=settings.region, stage=args.stage
-        )
+        target = resolve_target(args.target, endpoint_url=args.endpoint, region=settings.region, stage=args.stage)
         stack = build_stack(settings)
         log.info("%s stage %s on %s", args.command, settings.stage, target.describe())
         if args.command == "teardown":

@@ -46,9 +46,7 @@ def build_package(source_dir: Path | None = None) -> Package:
     ``<dirname>/<relative path>``, so handlers are importable as ``lambdas.<module>.handler``."""
     source_dir = (source_dir or LAMBDAS_DIR).resolve()
     if not (source_dir / "__init__.py").is_file():
-        raise PackageError(
-            f"{source_dir} is not a Python package (no __init__.py); cannot build the function zip"
-        )
+        raise PackageError(f"{source_dir} is not a Python package (no __init__.py); cannot build the function zip")
     sources = sorted(
         (path.relative_to(source_dir.parent).as_posix(), path)
         for path in source_dir.rglob("*.py")

@@ -131,9 +131,7 @@ class Provisioner:
                 t.key: {
                     "name": t.name,
                     "arn": self.tables[t.key].get("TableArn"),
-                    **(
-                        {"streamArn": self.tables[t.key].get("LatestStreamArn")} if t.stream_view_type else {}
-                    ),
+                    **({"streamArn": self.tables[t.key].get("LatestStreamArn")} if t.stream_view_type else {}),
                 }
                 for t in self.stack.tables
             },
@@ -213,9 +211,7 @@ class Provisioner:
             else:
                 details = c.policy_diff(spec.trust_policy, role.get("AssumeRolePolicyDocument"))
                 if details and self._differs("role", spec.name, details):
-                    iam.update_assume_role_policy(
-                        RoleName=spec.name, PolicyDocument=json.dumps(spec.trust_policy)
-                    )
+                    iam.update_assume_role_policy(RoleName=spec.name, PolicyDocument=json.dumps(spec.trust_policy))
                     self.report.record("role", spec.name, c.UPDATED, ["trust policy"])
                 elif not details:
                     self.report.record("role", spec.name, c.UNCHANGED)
@@ -236,9 +232,7 @@ class Provisioner:
         name = f"{spec.name}/{spec.policy_name}"
         with self._context("role-policy", name):
             try:
-                current = iam.get_role_policy(RoleName=spec.name, PolicyName=spec.policy_name)[
-                    "PolicyDocument"
-                ]
+                current = iam.get_role_policy(RoleName=spec.name, PolicyName=spec.policy_name)["PolicyDocument"]
             except ClientError as exc:
                 if error_code(exc) != "NoSuchEntity":
                     raise
@@ -251,9 +245,7 @@ class Provisioner:
                 self._must_create("role-policy", name)
             elif not self._differs("role-policy", name, details):
                 return
-            iam.put_role_policy(
-                RoleName=spec.name, PolicyName=spec.policy_name, PolicyDocument=json.dumps(document)
-            )
+            iam.put_role_policy(RoleName=spec.name, PolicyName=spec.policy_name, PolicyDocument=json.dumps(document))
             self.report.record("role-policy", name, c.CREATED if current is None else c.UPDATED, details)
 
     # ---------------------------------------------------------------- Kinesis
@@ -270,8 +262,9 @@ class Provisioner:
 
     def _wait_gone(self, what: str, describe: Callable[[], Any]) -> None:
         """Wait until a resource being deleted (a teardown just ran) is gone: its name is free only then."""
-        wait_for(describe, ready=lambda found: found is None, what=what, state=lambda found: "DELETING",
-                 timeout=self.timeout)
+        wait_for(
+            describe, ready=lambda found: found is None, what=what, state=lambda found: "DELETING", timeout=self.timeout
+        )
 
     def ensure_stream(self) -> None:
         kinesis, spec = self.clients.kinesis, self.stack.stream
@@ -287,11 +280,7 @@ class Provisioner:
                 summary = self._describe_stream() or {}
             else:
                 current = summary.get("OpenShardCount")
-                details = (
-                    []
-                    if current == spec.shard_count
-                    else [f"OpenShardCount: {current} -> {spec.shard_count}"]
-                )
+                details = [] if current == spec.shard_count else [f"OpenShardCount: {current} -> {spec.shard_count}"]
                 if details and self._differs("stream", spec.name, details):
                     self.wait_for_stream(summary)
                     kinesis.update_shard_count(
@@ -362,8 +351,7 @@ class Provisioner:
                     if details and self._differs("table", spec.name, details):
                         if (table.get("StreamSpecification") or {}).get("StreamEnabled"):
                             raise BootstrapError(
-                                f"table {spec.name} streams another view type ({details[0]}); run teardown, "
-                                "then apply"
+                                f"table {spec.name} streams another view type ({details[0]}); run teardown, then apply"
                             )
                         self._wait_table_active(spec.name, table)
                         table = dynamodb.update_table(
@@ -382,9 +370,7 @@ class Provisioner:
         """After the tables are ACTIVE (UpdateTimeToLive needs that on AWS)."""
         for spec in self.stack.tables:
             if spec.ttl_attribute:
-                self._ensure_time_to_live(
-                    spec.name, spec.ttl_attribute, created=spec.name in self._created_tables
-                )
+                self._ensure_time_to_live(spec.name, spec.ttl_attribute, created=spec.name in self._created_tables)
 
     def _ensure_time_to_live(self, table: str, attribute: str, *, created: bool) -> None:
         """TTL is housekeeping, not correctness (dedupe works without expiry): an endpoint that
@@ -480,9 +466,7 @@ class Provisioner:
                         url = sqs.get_queue_url(QueueName=spec.name)["QueueUrl"]
                         created = False
                     if created:
-                        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
-                            "Attributes"
-                        ]
+                        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
                         self.report.record("queue", spec.name, c.CREATED)
                         self._remember_queue(spec.key, url, arn["QueueArn"])
                         continue
@@ -610,9 +594,7 @@ class Provisioner:
     def _list_mappings(self, function_name: str) -> list[dict[str, Any]]:
         paginator = self.clients.lambda_.get_paginator("list_event_source_mappings")
         return [
-            m
-            for page in paginator.paginate(FunctionName=function_name)
-            for m in page.get("EventSourceMappings", [])
+            m for page in paginator.paginate(FunctionName=function_name) for m in page.get("EventSourceMappings", [])
         ]
 
     def _get_mapping(self, uuid: str) -> dict[str, Any]:
@@ -626,9 +608,7 @@ class Provisioner:
             mapping["UUID"], function_name, lambda m: m.get("State") not in TRANSITIONAL_MAPPING_STATES
         )
 
-    def _wait_mapping(
-        self, uuid: str, function_name: str, ready: Callable[[dict[str, Any]], bool]
-    ) -> dict[str, Any]:
+    def _wait_mapping(self, uuid: str, function_name: str, ready: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
         return wait_for(
             lambda: self._get_mapping(uuid),
             ready=ready,
@@ -652,9 +632,7 @@ class Provisioner:
         for key in pending:  # all created or updated first: their transitions overlap
             entry = self.mappings[key]
             with self._context("mapping", entry["uuid"]):
-                mapping = self._wait_mapping(
-                    entry["uuid"], entry["function"], lambda m: m.get("State") == "Enabled"
-                )
+                mapping = self._wait_mapping(entry["uuid"], entry["function"], lambda m: m.get("State") == "Enabled")
                 entry["state"] = mapping["State"]
 
     def _ensure_mapping(

@@ -55,9 +55,7 @@ class Remover:
     def _context(self, kind: str, name: str) -> contextlib.AbstractContextManager[None]:
         return naming_errors(self.target, kind, name, TeardownError)
 
-    def _delete(
-        self, kind: str, name: str, call: Callable[[], Any], details: list[str] | None = None
-    ) -> bool:
+    def _delete(self, kind: str, name: str, call: Callable[[], Any], details: list[str] | None = None) -> bool:
         """Run one delete; already gone counts as absent, not as a failure."""
         with self._context(kind, name):
             try:
@@ -81,9 +79,7 @@ class Remover:
             return False
 
         with self._context(kind, name):
-            wait_for(
-                probe, ready=bool, what=f"{kind} {name}", state=lambda _: "deleting", timeout=self.timeout
-            )
+            wait_for(probe, ready=bool, what=f"{kind} {name}", state=lambda _: "deleting", timeout=self.timeout)
 
     def remove_mappings(self) -> None:
         lambda_ = self.clients.lambda_
@@ -91,9 +87,7 @@ class Remover:
         for function in self.stack.functions:
             with self._context("function", function.name):
                 try:
-                    pages = lambda_.get_paginator("list_event_source_mappings").paginate(
-                        FunctionName=function.name
-                    )
+                    pages = lambda_.get_paginator("list_event_source_mappings").paginate(FunctionName=function.name)
                     mappings = [m for page in pages for m in page.get("EventSourceMappings", [])]
                 except ClientError as exc:
                     if error_code(exc) not in GONE:
@@ -115,9 +109,7 @@ class Remover:
     def remove_functions(self) -> None:
         lambda_, logs = self.clients.lambda_, self.clients.logs
         for function in self.stack.functions:
-            self._delete(
-                "function", function.name, lambda n=function.name: lambda_.delete_function(FunctionName=n)
-            )
+            self._delete("function", function.name, lambda n=function.name: lambda_.delete_function(FunctionName=n))
             group = f"/aws/lambda/{function.name}"
             # Lambda creates the log group on first invocation; a fresh stage should not show
             # the old stage's logs. Not every endpoint serves CloudWatch Logs: skip quietly then.
@@ -150,9 +142,7 @@ class Remover:
 
     def remove_stream(self) -> None:
         kinesis, name = self.clients.kinesis, self.stack.stream.name
-        if self._delete(
-            "stream", name, lambda: kinesis.delete_stream(StreamName=name, EnforceConsumerDeletion=True)
-        ):
+        if self._delete("stream", name, lambda: kinesis.delete_stream(StreamName=name, EnforceConsumerDeletion=True)):
             self._wait_gone("stream", name, lambda: kinesis.describe_stream_summary(StreamName=name))
 
     def remove_role(self) -> None:

@@ -33,9 +33,7 @@ SQS = "sqs"
 
 LAMBDA_TRUST_POLICY: dict[str, Any] = {
     "Version": "2012-10-17",
-    "Statement": [
-        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
-    ],
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
 }
 
 
@@ -233,9 +231,7 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
         ),
         queues=(
             # Dead-letter queues first: their ARNs go into the sources' redrive policies.
-            QueueSpec(
-                "snapshotRequestsDlq", prefix + "snapshot-requests-dlq", retention_seconds=RETENTION_14_DAYS
-            ),
+            QueueSpec("snapshotRequestsDlq", prefix + "snapshot-requests-dlq", retention_seconds=RETENTION_14_DAYS),
             QueueSpec("trimRequestsDlq", prefix + "trim-requests-dlq", retention_seconds=RETENTION_14_DAYS),
             QueueSpec(
                 "snapshotRequests",

@@ -82,8 +82,9 @@ def build_events(payload: Any, now_ms: int, new_id: Callable[[], str] | None = N
     elif isinstance(payload, list):
         events = list(payload)
     else:
-        raise ValueError(f"input must be a list of events, {{'events': [...]}}, an event or a command;"
-                         f" got {type(payload).__name__}")
+        raise ValueError(
+            f"input must be a list of events, {{'events': [...]}}, an event or a command; got {type(payload).__name__}"
+        )
     built = []
     for index, event in enumerate(events):
         if not isinstance(event, dict):
@@ -119,8 +120,12 @@ def to_records(events: Sequence[dict[str, Any]]) -> list[OutgoingRecord]:
 
 def chunks(records: Sequence[OutgoingRecord]) -> list[list[OutgoingRecord]]:
     """PutRecords calls: at most 500 records and 5 MiB each."""
-    return bounded_batches(records, PUT_RECORDS_LIMIT, PUT_RECORDS_MAX_BYTES,
-                           lambda record: len(record.data) + len(record.partition_key.encode("utf-8")))
+    return bounded_batches(
+        records,
+        PUT_RECORDS_LIMIT,
+        PUT_RECORDS_MAX_BYTES,
+        lambda record: len(record.data) + len(record.partition_key.encode("utf-8")),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,43 +133,54 @@ def chunks(records: Sequence[OutgoingRecord]) -> list[list[OutgoingRecord]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def put_records(client: Any, stream_name: str, records: Sequence[OutgoingRecord], backoff: Backoff
-                ) -> list[dict[str, str]]:
+def put_records(
+    client: Any, stream_name: str, records: Sequence[OutgoingRecord], backoff: Backoff
+) -> list[dict[str, str]]:
     """Put all records, retrying only the failed ones; return those still failing after the retries."""
     still_failing: list[dict[str, str]] = []
     for chunk in chunks(records):
         pending = list(chunk)
         for attempt in range(1, PUT_ATTEMPTS + 1):
             response = client.put_records(
-                StreamName=stream_name,
-                Records=[{"Data": r.data, "PartitionKey": r.partition_key} for r in pending])
+                StreamName=stream_name, Records=[{"Data": r.data, "PartitionKey": r.partition_key} for r in pending]
+            )
             if not response.get("FailedRecordCount"):
                 pending = []
                 break
-            failed = [(r, result) for r, result in zip(pending, response["Records"], strict=True)
-                      if result.get("ErrorCode")]
+            failed = [
+                (r, result) for r, result in zip(pending, response["Records"], strict=True) if result.get("ErrorCode")
+            ]
             pending = [r for r, _ in failed]
             if attempt == PUT_ATTEMPTS:
-                still_failing.extend({"eventId": r.event_id, "errorCode": result.get("ErrorCode", ""),
-                                      "errorMessage": result.get("ErrorMessage", "")} for r, result in failed)
+                still_failing.extend(
+                    {
+                        "eventId": r.event_id,
+                        "errorCode": result.get("ErrorCode", ""),
+                        "errorMessage": result.get("ErrorMessage", ""),
+                    }
+                    for r, result in failed
+                )
             else:
                 backoff.wait(attempt)
     return still_failing
 
 
-def process(payload: Any, context: Any, rt: Runtime, client: Any = None, backoff: Backoff | None = None
-            ) -> dict[str, Any]:
+def process(
+    payload: Any, context: Any, rt: Runtime, client: Any = None, backoff: Backoff | None = None
+) -> dict[str, Any]:
     events = build_events(payload, rt.now_ms())
     records = to_records(events)
-    failed = put_records(client or aws_client("kinesis"), rt.settings.stream_name, records,
-                         backoff or Backoff(attempts=PUT_ATTEMPTS))
-    log(rt.logger, logging.INFO, "command", function=function_name(context), events=len(records),
-        failed=len(failed))
+    failed = put_records(
+        client or aws_client("kinesis"), rt.settings.stream_name, records, backoff or Backoff(attempts=PUT_ATTEMPTS)
+    )
+    log(rt.logger, logging.INFO, "command", function=function_name(context), events=len(records), failed=len(failed))
     if failed:
         raise PutRecordsFailed(
             f"{len(failed)} of {len(records)} records still failed after {PUT_ATTEMPTS} attempts on stream"
             f" {rt.settings.stream_name}: {json.dumps(failed)[:2000]}; invoke again with the same events"
-            " (their ids are kept, so retries count once)", failed)
+            " (their ids are kept, so retries count once)",
+            failed,
+        )
     return {"sent": len(records), "eventIds": [r.event_id for r in records], "failed": []}
 
 

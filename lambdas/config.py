@@ -59,8 +59,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.snapshot_mode not in SNAPSHOT_MODES:
-            raise ConfigurationError(
-                f"SNAPSHOT_MODE must be one of {SNAPSHOT_MODES}, got {self.snapshot_mode!r}")
+            raise ConfigurationError(f"SNAPSHOT_MODE must be one of {SNAPSHOT_MODES}, got {self.snapshot_mode!r}")
         if self.snapshot_horizon_seconds < 0:
             raise ConfigurationError("SNAPSHOT_HORIZON_SECONDS must be >= 0")
         if self.snapshot_threshold < 1:
@@ -69,7 +68,8 @@ class Settings:
             raise ConfigurationError("SNAPSHOT_MAX_EVENTS must be >= 1")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigurationError(
-                f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.log_level!r}")
+                f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.log_level!r}"
+            )
         if self.dedupe_ttl_seconds < 1:
             raise ConfigurationError("DEDUPE_TTL_SECONDS must be >= 1")
 

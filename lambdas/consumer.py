@@ -29,8 +29,7 @@ from lambdas.records import KinesisRecord
 from lambdas.runtime import Runtime, function_name, runtime
 
 
-def decode_records(records: Iterable[KinesisRecord], now_ms: int
-                   ) -> tuple[list[StoredEvent], list[PoisonRecord]]:
+def decode_records(records: Iterable[KinesisRecord], now_ms: int) -> tuple[list[StoredEvent], list[PoisonRecord]]:
     events: list[StoredEvent] = []
     poison: list[PoisonRecord] = []
     for record in records:
@@ -100,25 +99,43 @@ def _send_poison(rt: Runtime, context: Any, poison: Sequence[PoisonRecord]) -> l
         return []
     name = function_name(context)
     for item in poison:
-        log(rt.logger, logging.ERROR, "poison record", function=name, reason=item.reason,
-            shardId=item.record.shard_id, sequenceNumber=item.record.sequence_number,
+        log(
+            rt.logger,
+            logging.ERROR,
+            "poison record",
+            function=name,
+            reason=item.reason,
+            shardId=item.record.shard_id,
+            sequenceNumber=item.record.sequence_number,
             record=item.record.as_failure_content(),
-            action="sent to the failure queue" if rt.settings.failure_queue_url else
-            "FAILURE_QUEUE_URL is not set: this log line is the only copy")
+            action="sent to the failure queue"
+            if rt.settings.failure_queue_url
+            else "FAILURE_QUEUE_URL is not set: this log line is the only copy",
+        )
     if not rt.settings.failure_queue_url:
         return []
     now = rt.now_ms()
     messages = [
-        OutgoingMessage(key=item.record.sequence_number,
-                        body=failure_message("consumer", item.reason, name, now, "record",
-                                             item.record.as_failure_content(), bulky_field="data"))
+        OutgoingMessage(
+            key=item.record.sequence_number,
+            body=failure_message(
+                "consumer", item.reason, name, now, "record", item.record.as_failure_content(), bulky_field="data"
+            ),
+        )
         for item in poison
     ]
     failures = rt.queues.send(rt.settings.failure_queue_url, messages)
     for failure in failures:
-        log(rt.logger, logging.ERROR, "poison record not sent to the failure queue", function=name,
-            sequenceNumber=failure.key, code=failure.code, error=failure.message,
-            action="reported as a batch item failure; the mapping retries from this record")
+        log(
+            rt.logger,
+            logging.ERROR,
+            "poison record not sent to the failure queue",
+            function=name,
+            sequenceNumber=failure.key,
+            code=failure.code,
+            error=failure.message,
+            action="reported as a batch item failure; the mapping retries from this record",
+        )
     return [f.key for f in failures]
 
 
@@ -158,10 +175,19 @@ def process(event: dict[str, Any], context: Any, rt: Runtime) -> dict[str, Any]:
     to_send = fresh_poison(poison, seen)
     unsent = _send_poison(rt, context, to_send)
     _remember_poison(rt, [p for p in to_send if p.record.sequence_number not in unsent])
-    log(rt.logger, logging.INFO, "consumer batch", function=function_name(context), records=len(records),
-        accepted=len(decision.accepted), duplicatesInBatch=len(decoded) - len(candidates),
-        producerRetries=len(decision.producer_retries), poison=len(poison),
-        poisonAlreadySent=len(poison) - len(to_send), poisonUnsent=len(unsent))
+    log(
+        rt.logger,
+        logging.INFO,
+        "consumer batch",
+        function=function_name(context),
+        records=len(records),
+        accepted=len(decision.accepted),
+        duplicatesInBatch=len(decoded) - len(candidates),
+        producerRetries=len(decision.producer_retries),
+        poison=len(poison),
+        poisonAlreadySent=len(poison) - len(to_send),
+        poisonUnsent=len(unsent),
+    )
     return {"batchItemFailures": batch_item_failures(unsent)}
 
 

@@ -118,8 +118,7 @@ def parse_event(payload: Any, body: str | None = None) -> DomainEvent:
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
     if len(body.encode("utf-8")) > MAX_BODY_BYTES:
         raise InvalidEvent(f"event body exceeds {MAX_BODY_BYTES} bytes (DynamoDB's item limit)")
-    return DomainEvent(event_id=event_id, type=event_type, timestamp=timestamp, user_id=user_id,
-                       name=name, body=body)
+    return DomainEvent(event_id=event_id, type=event_type, timestamp=timestamp, user_id=user_id, name=name, body=body)
 
 
 def parse_body(body: str) -> DomainEvent:
@@ -158,5 +157,10 @@ def decode_kinesis_record(record: KinesisRecord, stored_at: int) -> StoredEvent:
         seq = encode_seq(record.sequence_number)
     except ValueError as exc:
         raise InvalidEvent(f"record has no usable sequence number: {exc}") from exc
-    return StoredEvent(seq=seq, event=decode_kinesis_data(record.data), arrived_at=record.arrival_ms,
-                       stored_at=stored_at, shard_id=record.shard_id)
+    return StoredEvent(
+        seq=seq,
+        event=decode_kinesis_data(record.data),
+        arrived_at=record.arrival_ms,
+        stored_at=stored_at,
+        shard_id=record.shard_id,
+    )

@@ -59,8 +59,7 @@ def apply(state: ViewState, event: DomainEvent) -> ViewState:
     if event.type == USER_CREATED:
         current = (state.name_timestamp, state.name_event_id)
         if state.name_timestamp is None or (event.timestamp, event.event_id) > current:
-            state = replace(state, name=event.name, name_timestamp=event.timestamp,
-                            name_event_id=event.event_id)
+            state = replace(state, name=event.name, name_timestamp=event.timestamp, name_event_id=event.event_id)
     elif event.type == USER_LOGGED_IN:
         if state.last_login is None or event.timestamp > state.last_login:
             state = replace(state, last_login=event.timestamp)
@@ -117,8 +116,7 @@ def snapshot_prefix(events: Sequence[StoredEvent], now_ms: int, horizon_ms: int)
     return prefix
 
 
-def original_selection(events: Sequence[StoredEvent], now_ms: int, horizon_ms: int
-                       ) -> tuple[list[StoredEvent], str]:
+def original_selection(events: Sequence[StoredEvent], now_ms: int, horizon_ms: int) -> tuple[list[StoredEvent], str]:
     """ONLY FOR DEMONSTRATING DATA LOSS (SNAPSHOT_MODE=original): the original example's selection.
 
     It picks the events whose *domain timestamp* is older than the horizon and sets the watermark to
@@ -131,8 +129,7 @@ def original_selection(events: Sequence[StoredEvent], now_ms: int, horizon_ms: i
     return selected, watermark
 
 
-def should_request_snapshot(live_events: int, event_count: int, requested_at_count: int | None,
-                            threshold: int) -> bool:
+def should_request_snapshot(live_events: int, event_count: int, requested_at_count: int | None, threshold: int) -> bool:
     """Ask for a snapshot when enough events sit above the watermark, at most once per `threshold`
     new events (a request already in flight covers the ones before)."""
     if live_events < threshold:
@@ -145,8 +142,14 @@ def should_request_snapshot(live_events: int, event_count: int, requested_at_cou
 # ---------------------------------------------------------------------------------------------
 
 
-def render_view(user_id: str, state: ViewState, snapshot_watermark: str, snapshot_version: int,
-                updated_at: int, snapshot_requested_at_count: int | None) -> dict[str, Any]:
+def render_view(
+    user_id: str,
+    state: ViewState,
+    snapshot_watermark: str,
+    snapshot_version: int,
+    updated_at: int,
+    snapshot_requested_at_count: int | None,
+) -> dict[str, Any]:
     """The view row as plain Python (None becomes DynamoDB NULL)."""
     row: dict[str, Any] = {
         "id": user_id,
@@ -161,4 +164,3 @@ def render_view(user_id: str, state: ViewState, snapshot_watermark: str, snapsho
     if snapshot_requested_at_count is not None:
         row["snapshotRequestedAtCount"] = snapshot_requested_at_count
     return row
-

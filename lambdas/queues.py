@@ -81,8 +81,10 @@ class Queues:
         pending = {str(i): m for i, m in enumerate(batch)}
         attempt = 0
         while True:
-            entries = [{"Id": entry_id, "MessageBody": m.body, "DelaySeconds": m.delay_seconds}
-                       for entry_id, m in pending.items()]
+            entries = [
+                {"Id": entry_id, "MessageBody": m.body, "DelaySeconds": m.delay_seconds}
+                for entry_id, m in pending.items()
+            ]
             try:
                 response = self.client.send_message_batch(QueueUrl=queue_url, Entries=entries)
             except (ClientError, BotoCoreError) as error:
@@ -103,8 +105,9 @@ class Queues:
             if not retry:
                 return final
             if attempt > self.backoff.attempts:
-                return final + [SendFailure(m.key, "RetriesExhausted", "SQS kept failing the entry")
-                                for m in retry.values()]
+                return final + [
+                    SendFailure(m.key, "RetriesExhausted", "SQS kept failing the entry") for m in retry.values()
+                ]
             self.backoff.wait(attempt)
             pending = retry
 
@@ -114,20 +117,36 @@ class Queues:
 # ---------------------------------------------------------------------------------------------
 
 
-def failure_message(source: str, reason: str, function_name: str, detected_at: int, content_key: str,
-                    content: dict[str, Any], bulky_field: str) -> str:
+def failure_message(
+    source: str,
+    reason: str,
+    function_name: str,
+    detected_at: int,
+    content_key: str,
+    content: dict[str, Any],
+    bulky_field: str,
+) -> str:
     """JSON body for the failure queue. If the content is too big for one SQS message, `bulky_field`
     of it is cut and marked (`<field>Truncated`, `<field>Length`); the handler logs the whole record."""
-    payload = {"source": source, "reason": reason, "function": function_name, "detectedAt": detected_at,
-               content_key: dict(content)}
+    payload = {
+        "source": source,
+        "reason": reason,
+        "function": function_name,
+        "detectedAt": detected_at,
+        content_key: dict(content),
+    }
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
     excess = len(body.encode("utf-8")) - MAX_PAYLOAD_BYTES
     value = str(content.get(bulky_field, ""))
     keep = len(value)
     while excess > 0 and keep > 0:
         keep = max(0, keep - excess - 256)  # margin for the markers and multibyte characters
-        payload[content_key] = {**content, bulky_field: value[:keep], f"{bulky_field}Truncated": True,
-                                f"{bulky_field}Length": len(value)}
+        payload[content_key] = {
+            **content,
+            bulky_field: value[:keep],
+            f"{bulky_field}Truncated": True,
+            f"{bulky_field}Length": len(value),
+        }
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
         excess = len(body.encode("utf-8")) - MAX_PAYLOAD_BYTES
     return body

@@ -64,8 +64,11 @@ class StreamRecord:
     def from_lambda(cls, record: dict[str, Any]) -> StreamRecord:
         dynamodb = record.get("dynamodb") or {}
         user_id = ((dynamodb.get("Keys") or {}).get("userId") or {}).get("S")
-        return cls(event_name=str(record.get("eventName", "")), user_id=user_id,
-                   sequence_number=str(dynamodb.get("SequenceNumber", "")))
+        return cls(
+            event_name=str(record.get("eventName", "")),
+            user_id=user_id,
+            sequence_number=str(dynamodb.get("SequenceNumber", "")),
+        )
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,11 @@ class SqsMessage:
 
     @classmethod
     def from_lambda(cls, record: dict[str, Any]) -> SqsMessage:
-        return cls(message_id=str(record.get("messageId", "")), body=record.get("body") or "",
-                   attributes=dict(record.get("attributes") or {}))
+        return cls(
+            message_id=str(record.get("messageId", "")),
+            body=record.get("body") or "",
+            attributes=dict(record.get("attributes") or {}),
+        )
 
     @property
     def receive_count(self) -> int:

@@ -40,8 +40,7 @@ class Runtime:
 @functools.cache
 def runtime() -> Runtime:
     current = settings()
-    return Runtime(settings=current, store=Store(current), queues=Queues(),
-                   logger=get_logger(current.log_level))
+    return Runtime(settings=current, store=Store(current), queues=Queues(), logger=get_logger(current.log_level))
 
 
 def function_name(context: Any) -> str:

@@ -50,8 +50,9 @@ from lambdas.work_requests import (
 MAX_CONFLICT_ATTEMPTS = 5
 
 
-def next_snapshot(current: Snapshot, events: Sequence[StoredEvent], now_ms: int, horizon_ms: int,
-                  mode: str) -> Snapshot | None:
+def next_snapshot(
+    current: Snapshot, events: Sequence[StoredEvent], now_ms: int, horizon_ms: int, mode: str
+) -> Snapshot | None:
     """The snapshot to write after `current` given the events above its watermark, or None if there is
     nothing to fold yet. Pure: the write and its concurrency control are the caller's."""
     if mode == SNAPSHOT_MODE_ORIGINAL:
@@ -62,8 +63,13 @@ def next_snapshot(current: Snapshot, events: Sequence[StoredEvent], now_ms: int,
         watermark = selected[-1].seq if selected else current.watermark
     if not selected:
         return None
-    return Snapshot(user_id=current.user_id, state=fold((e.event for e in selected), start=current.state),
-                    watermark=watermark, version=current.version + 1, updated_at=now_ms)
+    return Snapshot(
+        user_id=current.user_id,
+        state=fold((e.event for e in selected), start=current.state),
+        watermark=watermark,
+        version=current.version + 1,
+        updated_at=now_ms,
+    )
 
 
 @dataclass
@@ -92,14 +98,15 @@ def take_snapshot(rt: Runtime, user_id: str, horizon_ms: int) -> SnapshotRun:
             # The original example wrote without a version check; kept ONLY to demonstrate data loss.
             rt.store.put_snapshot(new, expected_version=None if original else current.version)
         except SnapshotConflict:
-            log(rt.logger, logging.INFO, "snapshot conflict, reading again", userId=user_id,
-                version=current.version)
+            log(rt.logger, logging.INFO, "snapshot conflict, reading again", userId=user_id, version=current.version)
             continue
         run.after = new
         run.more = len(events) >= settings.snapshot_max_events and new.watermark == events[-1].seq
         return run
-    raise SnapshotConflict(f"snapshot of user {user_id}: still conflicting after {MAX_CONFLICT_ATTEMPTS}"
-                           " attempts; the message is retried after its visibility timeout")
+    raise SnapshotConflict(
+        f"snapshot of user {user_id}: still conflicting after {MAX_CONFLICT_ATTEMPTS}"
+        " attempts; the message is retried after its visibility timeout"
+    )
 
 
 def trim_watermark(run: SnapshotRun, redelivered: bool) -> str | None:
@@ -141,8 +148,10 @@ def process(event: dict[str, Any], context: Any, rt: Runtime) -> dict[str, Any]:
             again = snapshot_request_body(user_id, rt.now_ms(), horizon_seconds)
             follow_ups.append(OutgoingMessage(user_id, again))
 
-    for failure in [*rt.queues.send(settings.trim_queue_url, trims),
-                    *rt.queues.send(settings.snapshot_queue_url, follow_ups)]:
+    for failure in [
+        *rt.queues.send(settings.trim_queue_url, trims),
+        *rt.queues.send(settings.snapshot_queue_url, follow_ups),
+    ]:
         error = RuntimeError(f"could not send to SQS: {failure.code} {failure.message}")
         failed_users.setdefault(failure.key, error)
     done = [u for u in by_user if u not in failed_users]
@@ -155,13 +164,30 @@ def process(event: dict[str, Any], context: Any, rt: Runtime) -> dict[str, Any]:
     failed = reject_malformed(rt, context, "snapshot", malformed)
     for user_id, error in failed_users.items():
         message_ids = [m.message_id for m, _ in by_user[user_id]]
-        log(rt.logger, logging.ERROR, "snapshot failed", function=name, userId=user_id, error=repr(error),
-            messageIds=message_ids, action="reported as batch item failures; SQS redelivers, then redrives"
-            " to the DLQ")
+        log(
+            rt.logger,
+            logging.ERROR,
+            "snapshot failed",
+            function=name,
+            userId=user_id,
+            error=repr(error),
+            messageIds=message_ids,
+            action="reported as batch item failures; SQS redelivers, then redrives to the DLQ",
+        )
         failed.extend(message_ids)
-    log(rt.logger, logging.INFO, "snapshot batch", function=name, messages=len(messages), users=len(by_user),
-        malformed=len(malformed), eventsFolded=folded, trimRequests=len(trims), failed=len(failed),
-        mode=settings.snapshot_mode)
+    log(
+        rt.logger,
+        logging.INFO,
+        "snapshot batch",
+        function=name,
+        messages=len(messages),
+        users=len(by_user),
+        malformed=len(malformed),
+        eventsFolded=folded,
+        trimRequests=len(trims),
+        failed=len(failed),
+        mode=settings.snapshot_mode,
+    )
     return {"batchItemFailures": [{"itemIdentifier": i} for i in dict.fromkeys(failed)]}
 
 

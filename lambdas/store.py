@@ -84,14 +84,17 @@ def event_item(event: StoredEvent) -> dict[str, Any]:
 
 def stored_event_from_item(item: dict[str, Any]) -> StoredEvent:
     # The body was validated before it was written; parsing it again keeps one source of truth.
-    return StoredEvent(seq=item["seq"], event=parse_body(item["body"]),
-                       arrived_at=int(item.get("arrivedAt", 0)), stored_at=int(item.get("storedAt", 0)),
-                       shard_id=item.get("shardId", ""))
+    return StoredEvent(
+        seq=item["seq"],
+        event=parse_body(item["body"]),
+        arrived_at=int(item.get("arrivedAt", 0)),
+        stored_at=int(item.get("storedAt", 0)),
+        shard_id=item.get("shardId", ""),
+    )
 
 
 def event_id_item(event: StoredEvent, expires_at: int) -> dict[str, Any]:
-    return {"eventId": event.event.event_id, "userId": event.event.user_id, "seq": event.seq,
-            "expiresAt": expires_at}
+    return {"eventId": event.event.event_id, "userId": event.event.user_id, "seq": event.seq, "expiresAt": expires_at}
 
 
 def snapshot_item(snapshot: Snapshot) -> dict[str, Any]:
@@ -113,11 +116,21 @@ def snapshot_item(snapshot: Snapshot) -> dict[str, Any]:
 def snapshot_from_item(user_id: str, item: dict[str, Any] | None) -> Snapshot:
     if not item:
         return Snapshot(user_id=user_id)
-    state = ViewState(name=item.get("name"), name_timestamp=item.get("nameTimestamp"),
-                      name_event_id=item.get("nameEventId"), last_login=item.get("lastLogin"),
-                      order_count=int(item.get("orderCount", 0)), event_count=int(item.get("eventCount", 0)))
-    return Snapshot(user_id=user_id, state=state, watermark=item.get("watermark", NO_WATERMARK),
-                    version=int(item.get("version", 0)), updated_at=int(item.get("updatedAt", 0)))
+    state = ViewState(
+        name=item.get("name"),
+        name_timestamp=item.get("nameTimestamp"),
+        name_event_id=item.get("nameEventId"),
+        last_login=item.get("lastLogin"),
+        order_count=int(item.get("orderCount", 0)),
+        event_count=int(item.get("eventCount", 0)),
+    )
+    return Snapshot(
+        user_id=user_id,
+        state=state,
+        watermark=item.get("watermark", NO_WATERMARK),
+        version=int(item.get("version", 0)),
+        updated_at=int(item.get("updatedAt", 0)),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,14 +152,19 @@ class Store:
 
     # -- generic batch helpers ------------------------------------------------------------------
 
-    def batch_get(self, table: str, keys: Sequence[dict[str, Any]], *, consistent: bool = True,
-                  attributes: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    def batch_get(
+        self,
+        table: str,
+        keys: Sequence[dict[str, Any]],
+        *,
+        consistent: bool = True,
+        attributes: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
         """Every item that exists among `keys` (plain Python), 100 keys per call."""
         wanted = [to_item(k) for k in _unique_keys(keys)]
         found: list[dict[str, Any]] = []
         for start in range(0, len(wanted), BATCH_GET_LIMIT):
-            request: dict[str, Any] = {"Keys": wanted[start:start + BATCH_GET_LIMIT],
-                                       "ConsistentRead": consistent}
+            request: dict[str, Any] = {"Keys": wanted[start : start + BATCH_GET_LIMIT], "ConsistentRead": consistent}
             if attributes:
                 names = {f"#a{i}": a for i, a in enumerate(attributes)}
                 request["ProjectionExpression"] = ", ".join(names)
@@ -164,7 +182,8 @@ class Store:
                     if attempt > self.backoff.attempts:
                         raise IncompleteBatchError(
                             f"BatchGetItem on {table}: no progress in {attempt} calls in a row;"
-                            " the invocation fails so the event source retries it")
+                            " the invocation fails so the event source retries it"
+                        )
                     self.backoff.wait(attempt)
                 pending = unprocessed
         return found
@@ -183,8 +202,7 @@ class Store:
             for table, write_request in chunk:
                 request_items.setdefault(table, []).append(write_request)
             response = self.client.batch_write_item(RequestItems=request_items)
-            unprocessed = [(table, r) for table, rs in (response.get("UnprocessedItems") or {}).items()
-                           for r in rs]
+            unprocessed = [(table, r) for table, rs in (response.get("UnprocessedItems") or {}).items() for r in rs]
             if not unprocessed:
                 attempt = 0
                 continue
@@ -193,7 +211,8 @@ class Store:
             if attempt > self.backoff.attempts:
                 raise IncompleteBatchError(
                     f"BatchWriteItem: {len(unprocessed)} requests unprocessed, no progress in {attempt}"
-                    " calls in a row; the invocation fails so the event source retries it")
+                    " calls in a row; the invocation fails so the event source retries it"
+                )
             self.backoff.wait(attempt)
             pending = unprocessed + pending
 
@@ -213,8 +232,7 @@ class Store:
     def seen_event_ids(self, event_ids: Iterable[str]) -> dict[str, str]:
         """event id -> the encoded seq it was first accepted with, for the ids already recorded."""
         keys = [{"eventId": i} for i in event_ids]
-        items = self.batch_get(self.settings.event_ids_table, keys, consistent=True,
-                               attributes=("eventId", "seq"))
+        items = self.batch_get(self.settings.event_ids_table, keys, consistent=True, attributes=("eventId", "seq"))
         return {item["eventId"]: item.get("seq", "") for item in items}
 
     def event_write_requests(self, event: StoredEvent, expires_at: int) -> list[tuple[str, dict[str, Any]]]:
@@ -225,15 +243,14 @@ class Store:
             (self.settings.events_table, {"PutRequest": {"Item": to_item(event_item(event))}}),
         ]
 
-    def marker_write_requests(self, marker_ids: Iterable[str], expires_at: int
-                              ) -> list[tuple[str, dict[str, Any]]]:
+    def marker_write_requests(self, marker_ids: Iterable[str], expires_at: int) -> list[tuple[str, dict[str, Any]]]:
         """Dedupe-index items that are not events (e.g. "this poison record was sent")."""
-        return [(self.settings.event_ids_table,
-                 {"PutRequest": {"Item": to_item({"eventId": m, "expiresAt": expires_at})}})
-                for m in marker_ids]
+        return [
+            (self.settings.event_ids_table, {"PutRequest": {"Item": to_item({"eventId": m, "expiresAt": expires_at})}})
+            for m in marker_ids
+        ]
 
-    def query_events(self, user_id: str, after: str = NO_WATERMARK, limit: int | None = None
-                     ) -> list[StoredEvent]:
+    def query_events(self, user_id: str, after: str = NO_WATERMARK, limit: int | None = None) -> list[StoredEvent]:
         """The user's stored events with seq > `after`, in seq order (consistent read, paginated)."""
         kwargs: dict[str, Any] = {
             "TableName": self.settings.events_table,
@@ -288,8 +305,9 @@ class Store:
     # -- snapshots --------------------------------------------------------------------------------
 
     def get_snapshot(self, user_id: str) -> Snapshot:
-        response = self.client.get_item(TableName=self.settings.snapshots_table,
-                                        Key=to_item({"userId": user_id}), ConsistentRead=True)
+        response = self.client.get_item(
+            TableName=self.settings.snapshots_table, Key=to_item({"userId": user_id}), ConsistentRead=True
+        )
         item = response.get("Item")
         return snapshot_from_item(user_id, from_item(item) if item else None)
 
@@ -303,8 +321,7 @@ class Store:
         """Write a snapshot whose version is `expected_version + 1`, only if the stored one still has
         `expected_version` (optimistic concurrency, I4). `expected_version=None` writes unconditionally
         (SNAPSHOT_MODE=original only). Raises `SnapshotConflict` when another writer got there first."""
-        kwargs: dict[str, Any] = {"TableName": self.settings.snapshots_table,
-                                  "Item": to_item(snapshot_item(snapshot))}
+        kwargs: dict[str, Any] = {"TableName": self.settings.snapshots_table, "Item": to_item(snapshot_item(snapshot))}
         if expected_version is not None:
             kwargs["ConditionExpression"] = "attribute_not_exists(#u) OR #v = :v"
             kwargs["ExpressionAttributeNames"] = {"#u": "userId", "#v": "version"}
@@ -313,8 +330,9 @@ class Store:
             self.client.put_item(**kwargs)
         except ClientError as error:
             if is_conditional_check_failure(error):
-                raise SnapshotConflict(f"snapshot of user {snapshot.user_id} is no longer at version"
-                                       f" {expected_version}") from error
+                raise SnapshotConflict(
+                    f"snapshot of user {snapshot.user_id} is no longer at version {expected_version}"
+                ) from error
             raise
 
     # -- views ------------------------------------------------------------------------------------
@@ -332,8 +350,10 @@ class Store:
                 Item=to_item(row),
                 ConditionExpression="attribute_not_exists(#id) OR #n < :n OR (#n = :n AND #v < :v)",
                 ExpressionAttributeNames={"#id": "id", "#n": "eventCount", "#v": "snapshotVersion"},
-                ExpressionAttributeValues={":n": {"N": str(row["eventCount"])},
-                                           ":v": {"N": str(row["snapshotVersion"])}},
+                ExpressionAttributeValues={
+                    ":n": {"N": str(row["eventCount"])},
+                    ":v": {"N": str(row["snapshotVersion"])},
+                },
             )
         except ClientError as error:
             if is_conditional_check_failure(error):

@@ -47,12 +47,28 @@ def process(event: dict[str, Any], context: Any, rt: Runtime) -> dict[str, Any]:
         return {"batchItemFailures": []}
     result = refresh_views(rt, list(users))
     for user_id, error in result.failed.items():
-        log(rt.logger, logging.ERROR, "view refresh failed", function=function_name(context), userId=user_id,
-            sequenceNumber=users[user_id], error=repr(error),
-            action="reported as a batch item failure; the mapping retries from this sequence number")
-    log(rt.logger, logging.INFO, "trigger batch", function=function_name(context), records=len(records),
-        users=len(users), written=len(result.written), unchanged=len(result.unchanged),
-        snapshotRequests=len(result.snapshot_requests), failed=len(result.failed))
+        log(
+            rt.logger,
+            logging.ERROR,
+            "view refresh failed",
+            function=function_name(context),
+            userId=user_id,
+            sequenceNumber=users[user_id],
+            error=repr(error),
+            action="reported as a batch item failure; the mapping retries from this sequence number",
+        )
+    log(
+        rt.logger,
+        logging.INFO,
+        "trigger batch",
+        function=function_name(context),
+        records=len(records),
+        users=len(users),
+        written=len(result.written),
+        unchanged=len(result.unchanged),
+        snapshotRequests=len(result.snapshot_requests),
+        failed=len(result.failed),
+    )
     return {"batchItemFailures": batch_item_failures(users, result.failed)}
 
 

@@ -49,12 +49,28 @@ def process(event: dict[str, Any], context: Any, rt: Runtime) -> dict[str, Any]:
         try:
             deleted += trim_user(rt, user_id, requested_bound([r for _, r in requests]))
         except Exception as error:
-            log(rt.logger, logging.ERROR, "trim failed", function=function_name(context), userId=user_id,
-                error=repr(error), messageIds=[m.message_id for m, _ in requests],
-                action="reported as batch item failures; SQS redelivers, then redrives to the DLQ")
+            log(
+                rt.logger,
+                logging.ERROR,
+                "trim failed",
+                function=function_name(context),
+                userId=user_id,
+                error=repr(error),
+                messageIds=[m.message_id for m, _ in requests],
+                action="reported as batch item failures; SQS redelivers, then redrives to the DLQ",
+            )
             failed.extend(m.message_id for m, _ in requests)
-    log(rt.logger, logging.INFO, "trim batch", function=function_name(context), messages=len(messages),
-        users=len(by_user), malformed=len(malformed), deleted=deleted, failed=len(failed))
+    log(
+        rt.logger,
+        logging.INFO,
+        "trim batch",
+        function=function_name(context),
+        messages=len(messages),
+        users=len(by_user),
+        malformed=len(malformed),
+        deleted=deleted,
+        failed=len(failed),
+    )
     return {"batchItemFailures": [{"itemIdentifier": i} for i in dict.fromkeys(failed)]}
 
 

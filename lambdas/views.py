@@ -49,20 +49,26 @@ class ViewUpdate:
 
     def row(self, now_ms: int, snapshot_requested: bool) -> dict[str, Any]:
         requested_at = self.state.event_count if snapshot_requested else self.previous_requested_at
-        return render_view(self.user_id, self.state, self.snapshot.watermark, self.snapshot.version,
-                           now_ms, requested_at)
+        return render_view(
+            self.user_id, self.state, self.snapshot.watermark, self.snapshot.version, now_ms, requested_at
+        )
 
 
-def plan_view_update(user_id: str, stored_row: dict[str, Any] | None, events: Sequence[StoredEvent],
-                     snapshot: Snapshot, threshold: int) -> ViewUpdate:
+def plan_view_update(
+    user_id: str, stored_row: dict[str, Any] | None, events: Sequence[StoredEvent], snapshot: Snapshot, threshold: int
+) -> ViewUpdate:
     live = events_above(events, snapshot.watermark)
     state = fold((e.event for e in live), start=snapshot.state)
     previous = (stored_row or {}).get("snapshotRequestedAtCount")
     previous = int(previous) if previous is not None else None
-    return ViewUpdate(user_id=user_id, state=state, snapshot=snapshot, live_events=len(live),
-                      previous_requested_at=previous,
-                      request_snapshot=should_request_snapshot(len(live), state.event_count, previous,
-                                                               threshold))
+    return ViewUpdate(
+        user_id=user_id,
+        state=state,
+        snapshot=snapshot,
+        live_events=len(live),
+        previous_requested_at=previous,
+        request_snapshot=should_request_snapshot(len(live), state.event_count, previous, threshold),
+    )
 
 
 def row_watermark(stored_row: dict[str, Any] | None) -> str:
@@ -99,8 +105,9 @@ def refresh_views(rt: Runtime, user_ids: Sequence[str]) -> RefreshResult:
             if snapshot.watermark < row_watermark(rows.get(user_id)):
                 # The snapshot went backwards (an operator deleted it): read again from its watermark.
                 events[user_id] = store.query_events(user_id, after=snapshot.watermark)
-            plans[user_id] = plan_view_update(user_id, rows.get(user_id), events[user_id], snapshot,
-                                              settings.snapshot_threshold)
+            plans[user_id] = plan_view_update(
+                user_id, rows.get(user_id), events[user_id], snapshot, settings.snapshot_threshold
+            )
         except Exception as error:
             result.failed[user_id] = error
 
@@ -108,12 +115,22 @@ def refresh_views(rt: Runtime, user_ids: Sequence[str]) -> RefreshResult:
     # snapshotRequestedAtCount and a later refresh asks again.
     now = rt.now_ms()
     delay = request_delay_seconds(settings.snapshot_horizon_seconds)
-    wanted = [OutgoingMessage(key=u, body=snapshot_request_body(u, now), delay_seconds=delay)
-              for u, plan in plans.items() if plan.request_snapshot]
+    wanted = [
+        OutgoingMessage(key=u, body=snapshot_request_body(u, now), delay_seconds=delay)
+        for u, plan in plans.items()
+        if plan.request_snapshot
+    ]
     failures = rt.queues.send(settings.snapshot_queue_url, wanted)
     for failure in failures:
-        log(rt.logger, logging.WARNING, "snapshot request not sent", userId=failure.key, code=failure.code,
-            error=failure.message, action="a later refresh of this user asks again")
+        log(
+            rt.logger,
+            logging.WARNING,
+            "snapshot request not sent",
+            userId=failure.key,
+            code=failure.code,
+            error=failure.message,
+            action="a later refresh of this user asks again",
+        )
     unsent = {f.key for f in failures}
     result.snapshot_requests = [m.key for m in wanted if m.key not in unsent]
 

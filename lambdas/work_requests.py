@@ -60,8 +60,11 @@ def parse_snapshot_request(body: str) -> SnapshotRequest:
     requested_at = payload.get("requestedAt")
     if requested_at is not None and not _is_number(requested_at):
         raise MalformedRequest(f"requestedAt must be ms since the epoch, got {requested_at!r}")
-    return SnapshotRequest(user_id=user_id, horizon_seconds=None if horizon is None else float(horizon),
-                           requested_at=None if requested_at is None else int(requested_at))
+    return SnapshotRequest(
+        user_id=user_id,
+        horizon_seconds=None if horizon is None else float(horizon),
+        requested_at=None if requested_at is None else int(requested_at),
+    )
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,9 @@ def parse_trim_request(body: str) -> TrimRequest:
 RequestT = TypeVar("RequestT", SnapshotRequest, TrimRequest)
 
 
-def requests_by_user(messages: Sequence[SqsMessage], parse: Callable[[str], RequestT]
-                     ) -> tuple[list[tuple[SqsMessage, str]], dict[str, list[tuple[SqsMessage, RequestT]]]]:
+def requests_by_user(
+    messages: Sequence[SqsMessage], parse: Callable[[str], RequestT]
+) -> tuple[list[tuple[SqsMessage, str]], dict[str, list[tuple[SqsMessage, RequestT]]]]:
     """Parse an SQS batch: the malformed messages with their reason, and the requests by user."""
     malformed: list[tuple[SqsMessage, str]] = []
     by_user: dict[str, list[tuple[SqsMessage, RequestT]]] = {}
@@ -111,19 +115,27 @@ def trim_request_body(user_id: str, watermark: str) -> str:
     return json.dumps({"type": "trim", "userId": user_id, "watermark": watermark}, separators=(",", ":"))
 
 
-def reject_malformed(rt: Runtime, context: Any, source: str, malformed: Sequence[tuple[SqsMessage, str]]
-                     ) -> list[str]:
+def reject_malformed(rt: Runtime, context: Any, source: str, malformed: Sequence[tuple[SqsMessage, str]]) -> list[str]:
     """Send malformed messages to the failure queue; return the ids that could not be sent."""
     if not malformed:
         return []
     name = function_name(context)
     for message, reason in malformed:
-        log(rt.logger, logging.ERROR, "malformed request", function=name, reason=reason,
-            request=message.as_failure_content())
+        log(
+            rt.logger,
+            logging.ERROR,
+            "malformed request",
+            function=name,
+            reason=reason,
+            request=message.as_failure_content(),
+        )
     if not rt.settings.failure_queue_url:
         return []
     now = rt.now_ms()
-    outgoing = [OutgoingMessage(key=m.message_id, body=failure_message(source, reason, name, now, "message",
-                                                                         m.as_failure_content(), "body"))
-                for m, reason in malformed]
+    outgoing = [
+        OutgoingMessage(
+            key=m.message_id, body=failure_message(source, reason, name, now, "message", m.as_failure_content(), "body")
+        )
+        for m, reason in malformed
+    ]
     return [f.key for f in rt.queues.send(rt.settings.failure_queue_url, outgoing)]

@@ -30,14 +30,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        config = EmulatorConfig.from_env(host=args.host, port=args.port, region=args.region, timing=args.timing,
-                                         state_dir=args.state_dir)
+        config = EmulatorConfig.from_env(
+            host=args.host, port=args.port, region=args.region, timing=args.timing, state_dir=args.state_dir
+        )
     except ValueError as error:
         print(f"esjoin emulator: {error}", file=sys.stderr)
         return 2
     level = {0: config.log_level, 1: "INFO"}.get(args.verbose, "DEBUG")
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     from esjoin.emulator.server import Emulator
 
     emulator = Emulator(config)
@@ -54,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print(json.dumps({"status": "ready", "endpoint": emulator.endpoint_url, "pid": os.getpid()}),
-          flush=True)
+    print(json.dumps({"status": "ready", "endpoint": emulator.endpoint_url, "pid": os.getpid()}), flush=True)
     emulator.wait()
     return 0
 

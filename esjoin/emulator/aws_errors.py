@@ -32,11 +32,19 @@ class AwsError(Exception):
             content_type = "application/x-amz-json-1.0"
         else:
             kind = "Sender" if self.status < 500 else "Receiver"
-            body = (f"<ErrorResponse><Error><Type>{kind}</Type><Code>{escape(self.code)}</Code>"
-                    f"<Message>{escape(self.message)}</Message></Error><RequestId>{request_id}</RequestId>"
-                    "</ErrorResponse>").encode()
+            body = (
+                f"<ErrorResponse><Error><Type>{kind}</Type><Code>{escape(self.code)}</Code>"
+                f"<Message>{escape(self.message)}</Message></Error><RequestId>{request_id}</RequestId>"
+                "</ErrorResponse>"
+            ).encode()
             content_type = "text/xml"
-        start_response(f"{self.status} {self.code}", [
-            ("Content-Type", content_type), ("Content-Length", str(len(body))),
-            ("x-amzn-ErrorType", self.code), ("x-amzn-RequestId", request_id)])
+        start_response(
+            f"{self.status} {self.code}",
+            [
+                ("Content-Type", content_type),
+                ("Content-Length", str(len(body))),
+                ("x-amzn-ErrorType", self.code),
+                ("x-amzn-RequestId", request_id),
+            ],
+        )
         return [body]

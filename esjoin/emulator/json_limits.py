@@ -31,8 +31,9 @@ def check_json(body: bytes) -> Any:
         if depth > deepest:
             deepest = depth
             if deepest > MAX_JSON_DEPTH:
-                raise AwsError(400, "SerializationException",
-                               f"the request body nests JSON deeper than {MAX_JSON_DEPTH} levels")
+                raise AwsError(
+                    400, "SerializationException", f"the request body nests JSON deeper than {MAX_JSON_DEPTH} levels"
+                )
     try:
         return json.loads(body)
     except (ValueError, RecursionError):

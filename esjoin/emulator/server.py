@@ -1,9 +1,9 @@
 """The embedded endpoint, assembled: moto, our Lambda service, the control API, behind one port.
 
-    emulator = Emulator(EmulatorConfig.from_env())
-    emulator.start()        # binds 127.0.0.1:4566, serves in background threads, returns when ready
-    ...
-    emulator.stop()         # stops the pollers, the function workers and the server
+emulator = Emulator(EmulatorConfig.from_env())
+emulator.start()        # binds 127.0.0.1:4566, serves in background threads, returns when ready
+...
+emulator.stop()         # stops the pollers, the function workers and the server
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ class Emulator:
         self.moto = MotoBackends(config, self.notifier)
         self.history = InvocationHistory(config.history_size)
         self.faults = FaultInjector()
-        self.guard = RequestGuard(port=config.port, allowed_hosts=config.allowed_hosts,
-                                  allowed_origins=config.allowed_origins)
+        self.guard = RequestGuard(
+            port=config.port, allowed_hosts=config.allowed_hosts, allowed_origins=config.allowed_origins
+        )
         self.lambda_backend: LambdaBackend | None = None  # built by start(), once the state dir is ours
         self.gateway: Gateway | None = None
         self._state_lock = StateDirLock(config.state_dir)
@@ -80,13 +81,20 @@ class Emulator:
         freed before it stops anyway)."""
         t0 = time.monotonic()
         try:
-            self._server = EndpointServer(self.config.host, self.config.port, self._serve, guard=self.guard,
-                                          idle_timeout=self.config.idle_timeout_seconds,
-                                          max_connections=self.config.max_connections)
+            self._server = EndpointServer(
+                self.config.host,
+                self.config.port,
+                self._serve,
+                guard=self.guard,
+                idle_timeout=self.config.idle_timeout_seconds,
+                max_connections=self.config.max_connections,
+            )
         except OSError as error:
-            raise RuntimeError(f"cannot listen on {self.config.host}:{self.config.port}: {error}. Is another "
-                               "endpoint (esjoin, LocalStack) already running? `make down` stops ours; "
-                               "ESJOIN_PORT picks another port.") from error
+            raise RuntimeError(
+                f"cannot listen on {self.config.host}:{self.config.port}: {error}. Is another "
+                "endpoint (esjoin, LocalStack) already running? `make down` stops ours; "
+                "ESJOIN_PORT picks another port."
+            ) from error
         if self.config.port == 0:  # the free port the system picked is the endpoint's from now on
             self.config = dataclasses.replace(self.config, port=self._server.server_address[1])
             self.guard = dataclasses.replace(self.guard, port=self.config.port)
@@ -95,16 +103,24 @@ class Emulator:
         for stale in ("functions", "checkpoints"):  # state is in memory: what the last run left is unreadable
             shutil.rmtree(self.config.state_dir / stale, ignore_errors=True)
         self.lambda_backend = LambdaBackend(self.config, self.moto, self.history, self.faults)
-        self.gateway = Gateway(self.moto, LambdaResponses(self.lambda_backend, self.config.region),
-                               ControlApi(self), self.config.region, self.faults, self.guard)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="esjoin-http", daemon=True)
+        self.gateway = Gateway(
+            self.moto,
+            LambdaResponses(self.lambda_backend, self.config.region),
+            ControlApi(self),
+            self.config.region,
+            self.faults,
+            self.guard,
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="esjoin-http", daemon=True
+        )
         self._thread.start()
         self.started_at = time.time()
         self.ready = True
         log.info("esjoin endpoint ready on %s in %.2f s", self.endpoint_url, time.monotonic() - t0)
-        self._warm_up = threading.Thread(target=self._prepare_first_requests, args=(freeze_gc,),
-                                         name="esjoin-warm-up", daemon=True)
+        self._warm_up = threading.Thread(
+            target=self._prepare_first_requests, args=(freeze_gc,), name="esjoin-warm-up", daemon=True
+        )
         self._warm_up.start()
 
     def _prepare_first_requests(self, freeze_gc: bool) -> None:
@@ -181,7 +197,7 @@ class Emulator:
         mappings_idle = {uuid: engine.is_idle(uuid) for uuid in list(self.lambda_backend.mappings)}
         engine_idle = engine.is_idle()
         after = self.lambda_backend.activity()
-        quiescent = (engine_idle and before == after and after["inFlight"] == 0 and after["asyncPending"] == 0)
+        quiescent = engine_idle and before == after and after["inFlight"] == 0 and after["asyncPending"] == 0
         return {"quiescent": quiescent, "mappingsIdle": mappings_idle, **after}
 
 

@@ -35,9 +35,11 @@ class StateDirLock:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise StateDirBusy(f"the state directory {self.path.parent} is in use by another endpoint (pid {holder}, "
-                               f"lock file {self.path}); nothing was changed. Stop that one (`make down`, or kill "
-                               f"{holder}) or give this one its own ESJOIN_STATE_DIR.") from None
+            raise StateDirBusy(
+                f"the state directory {self.path.parent} is in use by another endpoint (pid {holder}, "
+                f"lock file {self.path}); nothing was changed. Stop that one (`make down`, or kill "
+                f"{holder}) or give this one its own ESJOIN_STATE_DIR."
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd

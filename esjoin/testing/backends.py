@@ -99,24 +99,43 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_embedded(port: int, state_dir: Path, log_path: Path, extra_env: dict[str, str] | None = None,
-                   detach: bool = False, deadline: float = 30.0) -> tuple[subprocess.Popen, str]:
+def start_embedded(
+    port: int,
+    state_dir: Path,
+    log_path: Path,
+    extra_env: dict[str, str] | None = None,
+    detach: bool = False,
+    deadline: float = 30.0,
+) -> tuple[subprocess.Popen, str]:
     """Start `python -m esjoin.emulator` on 127.0.0.1:<port>; return once /_esjoin/health says ready."""
     endpoint = f"http://127.0.0.1:{port}"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "ESJOIN_PORT": str(port), "ESJOIN_HOST": "127.0.0.1",
-           "ESJOIN_STATE_DIR": str(state_dir), **(extra_env or {})}
+    env = {
+        **os.environ,
+        "ESJOIN_PORT": str(port),
+        "ESJOIN_HOST": "127.0.0.1",
+        "ESJOIN_STATE_DIR": str(state_dir),
+        **(extra_env or {}),
+    }
     with open(log_path, "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "esjoin.emulator"], stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, env=env, start_new_session=detach)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "esjoin.emulator"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=detach,
+        )
     control = ControlClient(endpoint, timeout=2.0)
     until = time.monotonic() + deadline
     while time.monotonic() < until:
         if control.is_ready():
             return process, endpoint
         if process.poll() is not None:
-            raise BackendError(f"the embedded endpoint exited with status {process.returncode} while starting; "
-                               f"see {log_path}:\n{tail(log_path)}")
+            raise BackendError(
+                f"the embedded endpoint exited with status {process.returncode} while starting; "
+                f"see {log_path}:\n{tail(log_path)}"
+            )
         time.sleep(0.05)  # polling a process we just started: nothing to wait on but its port
     process.kill()
     raise BackendError(f"the embedded endpoint was not ready after {deadline:.0f}s; see {log_path}:\n{tail(log_path)}")
@@ -145,8 +164,10 @@ def open_backend(name: str, region: str = "us-east-1", aws_opt_in: bool = False,
         return _open_localstack(region)
     if name == AWS:
         if not aws_opt_in:
-            raise BackendError("the aws backend runs against a real AWS account: pass --esjoin-aws-opt-in "
-                               "(and --esjoin-stage with a stage of its own) to confirm")
+            raise BackendError(
+                "the aws backend runs against a real AWS account: pass --esjoin-aws-opt-in "
+                "(and --esjoin-stage with a stage of its own) to confirm"
+            )
         if not stage or stage in ("local", "test"):
             raise BackendError("the aws backend needs its own stage: pass --esjoin-stage <name> (not 'local'/'test')")
         return Backend(AWS, aws_target(region, stage), TIMING[AWS])
@@ -172,8 +193,9 @@ def _open_embedded(region: str) -> Backend:
     port = free_port()
     run_dir = STATE_DIR / f"test-endpoint-{port}"
     process, endpoint = start_embedded(port, run_dir / "state", run_dir / "emulator.log")
-    return Backend(EMBEDDED, local_target(endpoint, region), TIMING[EMBEDDED], ControlClient(endpoint),
-                   _process=process)
+    return Backend(
+        EMBEDDED, local_target(endpoint, region), TIMING[EMBEDDED], ControlClient(endpoint), _process=process
+    )
 
 
 def _open_localstack(region: str) -> Backend:
@@ -189,4 +211,5 @@ def _open_localstack(region: str) -> Backend:
     raise BackendError(
         f"LocalStack is not reachable at {endpoint}. Start LocalStack (make up BACKEND=localstack, or your own) "
         "and point ESJOIN_LOCALSTACK_ENDPOINT at it, or set ESJOIN_LOCALSTACK_START=testcontainers to start "
-        "one with Docker.")
+        "one with Docker."
+    )

@@ -32,12 +32,19 @@ def wait_quiescent(pipeline: Pipeline, users: list[str], deadline: float | None 
     timing = backend.timing
     deadline = deadline or timing.deadline
     if backend.control is not None:
+
         def quiescent_twice() -> bool:
             return backend.control.quiescence()["quiescent"] and backend.control.quiescence()["quiescent"]
 
-        eventually(quiescent_twice, expected="the endpoint to be quiescent (no mapping work pending, nothing in "
-                   "flight)", deadline=deadline, interval=timing.interval, max_interval=timing.max_interval,
-                   observe=backend.control.quiescence, context=lambda: recent_history(pipeline))
+        eventually(
+            quiescent_twice,
+            expected="the endpoint to be quiescent (no mapping work pending, nothing in flight)",
+            deadline=deadline,
+            interval=timing.interval,
+            max_interval=timing.max_interval,
+            observe=backend.control.quiescence,
+            context=lambda: recent_history(pipeline),
+        )
         return
     queues = ("snapshotRequests", "trimRequests")
     stable_since = [time.monotonic()]
@@ -51,9 +58,14 @@ def wait_quiescent(pipeline: Pipeline, users: list[str], deadline: float | None 
             return False
         return time.monotonic() - stable_since[0] >= timing.settle
 
-    eventually(settled, expected=f"queues empty and views unchanged for {timing.settle:.0f}s", deadline=deadline,
-               interval=timing.interval, max_interval=timing.max_interval,
-               observe=lambda: {q: pipeline.queue_depth(q) for q in queues})
+    eventually(
+        settled,
+        expected=f"queues empty and views unchanged for {timing.settle:.0f}s",
+        deadline=deadline,
+        interval=timing.interval,
+        max_interval=timing.max_interval,
+        observe=lambda: {q: pipeline.queue_depth(q) for q in queues},
+    )
 
 
 def assert_converged(pipeline: Pipeline, users: Iterable[str] | None = None, deadline: float | None = None) -> None:
@@ -65,22 +77,37 @@ def assert_converged(pipeline: Pipeline, users: Iterable[str] | None = None, dea
     def report() -> str:
         return failure_report(pipeline, users)
 
-    eventually(lambda: not differences(pipeline, users), expected=f"view rows of {len(users)} user(s) to equal "
-               "the fold of the events sent", deadline=deadline, interval=timing.interval,
-               max_interval=timing.max_interval, observe=lambda: differences(pipeline, users)[:20], context=report)
+    eventually(
+        lambda: not differences(pipeline, users),
+        expected=f"view rows of {len(users)} user(s) to equal the fold of the events sent",
+        deadline=deadline,
+        interval=timing.interval,
+        max_interval=timing.max_interval,
+        observe=lambda: differences(pipeline, users)[:20],
+        context=report,
+    )
     wait_quiescent(pipeline, users, deadline)
     remaining = differences(pipeline, users)
     if remaining:
-        raise AssertionError("views matched, then changed once the pipeline went quiet:\n  "
-                             + "\n  ".join(remaining[:20]) + "\n" + report())
+        raise AssertionError(
+            "views matched, then changed once the pipeline went quiet:\n  "
+            + "\n  ".join(remaining[:20])
+            + "\n"
+            + report()
+        )
     accounting = snapshot_accounting_errors(pipeline, users)
     if accounting:
-        raise AssertionError("events lost or double-counted between snapshots and the events table:\n  "
-                             + "\n  ".join(accounting) + "\n" + report())
+        raise AssertionError(
+            "events lost or double-counted between snapshots and the events table:\n  "
+            + "\n  ".join(accounting)
+            + "\n"
+            + report()
+        )
 
 
-def problems_at_quiescence(pipeline: Pipeline, users: Iterable[str] | None = None,
-                           deadline: float | None = None) -> list[str]:
+def problems_at_quiescence(
+    pipeline: Pipeline, users: Iterable[str] | None = None, deadline: float | None = None
+) -> list[str]:
     """Wait for quiescence (not for convergence), then list every I1/I2 violation found (or [])."""
     users = sorted(users if users is not None else pipeline.log.users())
     wait_quiescent(pipeline, users, deadline)
@@ -99,8 +126,10 @@ def snapshot_accounting_errors(pipeline: Pipeline, users: list[str]) -> list[str
         live = {e["eventId"] for e in pipeline.stored_events(user) if e["seq"] > watermark}
         counted = int(snapshot.get("eventCount") or 0) + len(live)
         if counted != expected:
-            errors.append(f"{user}: snapshot holds {snapshot.get('eventCount', 0)} event(s) up to "
-                          f"{watermark or '(none)'}, {len(live)} stored above it; expected {expected} in all")
+            errors.append(
+                f"{user}: snapshot holds {snapshot.get('eventCount', 0)} event(s) up to "
+                f"{watermark or '(none)'}, {len(live)} stored above it; expected {expected} in all"
+            )
     return errors
 
 
@@ -112,9 +141,11 @@ def recent_history(pipeline: Pipeline, limit: int = 25) -> str:
         records = control.history(limit=limit)["invocations"]
     except Exception as error:  # the report must not hide the original failure
         return f"(history unavailable: {error})"
-    lines = [f"  #{r['id']} {r['function']:28} {r['outcome']:9} attempt={r['attempt']} batch={len(r['batchIds'])}"
-             + (f" {r['errorType']}: {str(r['errorMessage'])[:100]}" if r.get("errorType") else "")
-             for r in records]
+    lines = [
+        f"  #{r['id']} {r['function']:28} {r['outcome']:9} attempt={r['attempt']} batch={len(r['batchIds'])}"
+        + (f" {r['errorType']}: {str(r['errorMessage'])[:100]}" if r.get("errorType") else "")
+        for r in records
+    ]
     return "recent invocations (newest last):\n" + "\n".join(lines)
 
 

@@ -24,8 +24,9 @@ class ControlClient:
 
     def _call(self, method: str, path: str, document: dict | None = None) -> Any:
         data = json.dumps(document).encode() if document is not None else None
-        request = urllib.request.Request(self.base + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with direct_opener().open(request, timeout=self.timeout) as response:
                 return json.loads(response.read() or b"null")
@@ -45,17 +46,25 @@ class ControlClient:
     def quiescence(self) -> dict:
         return self._call("GET", "/quiescence")
 
-    def history(self, function: str | None = None, mapping: str | None = None, since: int = 0,
-                limit: int | None = None) -> dict:
-        query = "&".join(f"{k}={v}" for k, v in (("function", function), ("mapping", mapping),
-                                                 ("since", since), ("limit", limit)) if v)
+    def history(
+        self, function: str | None = None, mapping: str | None = None, since: int = 0, limit: int | None = None
+    ) -> dict:
+        query = "&".join(
+            f"{k}={v}"
+            for k, v in (("function", function), ("mapping", mapping), ("since", since), ("limit", limit))
+            if v
+        )
         return self._call("GET", "/history" + (f"?{query}" if query else ""))
 
     def add_fault(self, action: str, **rule: Any) -> dict:
         """A fault rule (emulator/faults.py): add_fault("error", function="x", count=2, match="user-1"),
         add_fault("delay", operation="PutItem", match="snapshots", delay_seconds=1, count=1)."""
-        names = {"delay_seconds": "delaySeconds", "error_type": "errorType", "error_message": "errorMessage",
-                 "status_code": "statusCode"}
+        names = {
+            "delay_seconds": "delaySeconds",
+            "error_type": "errorType",
+            "error_message": "errorMessage",
+            "status_code": "statusCode",
+        }
         document = {names.get(key, key): value for key, value in rule.items() if value is not None}
         return self._call("POST", "/faults", {"action": action, **document})
 

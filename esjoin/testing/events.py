@@ -1,7 +1,7 @@
 """Domain events in the pipeline's wire format, for scenarios and the demo.
 
-    {"id": <uuid>, "type": "user-created"|"user-loggedIn"|"order-submitted", "timestamp": <ms epoch>,
-     "user": {"id", "name"?}}   or   {..., "order": {"userId", "id", ...}}
+{"id": <uuid>, "type": "user-created"|"user-loggedIn"|"order-submitted", "timestamp": <ms epoch>,
+ "user": {"id", "name"?}}   or   {..., "order": {"userId", "id", ...}}
 """
 
 from __future__ import annotations
@@ -22,8 +22,12 @@ def new_id() -> str:
 
 
 def user_created(user_id: str, name: str, timestamp: int | None = None) -> dict[str, Any]:
-    return {"id": new_id(), "type": USER_CREATED, "timestamp": timestamp or now_ms(),
-            "user": {"id": user_id, "name": name}}
+    return {
+        "id": new_id(),
+        "type": USER_CREATED,
+        "timestamp": timestamp or now_ms(),
+        "user": {"id": user_id, "name": name},
+    }
 
 
 def logged_in(user_id: str, timestamp: int | None = None) -> dict[str, Any]:
@@ -31,8 +35,12 @@ def logged_in(user_id: str, timestamp: int | None = None) -> dict[str, Any]:
 
 
 def order_submitted(user_id: str, timestamp: int | None = None, amount: int = 10) -> dict[str, Any]:
-    return {"id": new_id(), "type": ORDER_SUBMITTED, "timestamp": timestamp or now_ms(),
-            "order": {"userId": user_id, "id": new_id(), "amount": amount}}
+    return {
+        "id": new_id(),
+        "type": ORDER_SUBMITTED,
+        "timestamp": timestamp or now_ms(),
+        "order": {"userId": user_id, "id": new_id(), "amount": amount},
+    }
 
 
 def partition_key(event: dict[str, Any]) -> str:

@@ -55,8 +55,9 @@ class Probe:
         if self.kind is ProbeKind.UNREACHABLE:
             return f"cannot reach {where} ({self.detail})"
         if self.kind is ProbeKind.SLOW:
-            return (f"something answers at {where} but not within {self.timeout:g}s: is it busy, or not an esjoin "
-                    "endpoint?")
+            return (
+                f"something answers at {where} but not within {self.timeout:g}s: is it busy, or not an esjoin endpoint?"
+            )
         if self.kind is ProbeKind.NOT_ESJOIN:
             return f"something answers at {where} but it is not an esjoin endpoint ({self.detail})"
         if self.kind is ProbeKind.STARTING:
@@ -117,5 +118,9 @@ def _health_outcome(endpoint_url: str, timeout: float, status: int, body: bytes)
         return Probe(ProbeKind.READY, endpoint_url, timeout, f"HTTP {status}", document)
     if state == "starting":
         return Probe(ProbeKind.STARTING, endpoint_url, timeout, f"HTTP {status}", document)
-    return Probe(ProbeKind.NOT_ESJOIN, endpoint_url, timeout, f"{HEALTH_PATH} said HTTP {status}"
-                 + (f", status {state!r}" if state is not None else ""))
+    return Probe(
+        ProbeKind.NOT_ESJOIN,
+        endpoint_url,
+        timeout,
+        f"{HEALTH_PATH} said HTTP {status}" + (f", status {state!r}" if state is not None else ""),
+    )

@@ -54,8 +54,11 @@ class LocalStackSpec:
         # would be unreachable from here. The harness's local-endpoint guard still applies to the URL.
         docker_host = environ.get("DOCKER_HOST", "")
         local_engine = not docker_host or docker_host.startswith(("unix://", "npipe://"))
-        return cls(image=environ.get("LOCALSTACK_IMAGE") or DEFAULT_IMAGE, environment=environment,
-                   publish_address="127.0.0.1" if local_engine else "")
+        return cls(
+            image=environ.get("LOCALSTACK_IMAGE") or DEFAULT_IMAGE,
+            environment=environment,
+            publish_address="127.0.0.1" if local_engine else "",
+        )
 
 
 class LocalStackHandle:
@@ -131,15 +134,19 @@ def start_localstack(environ: Mapping[str, str] | None = None) -> tuple[LocalSta
         except ImportError:  # testcontainers before the community split
             from testcontainers.localstack import LocalStackContainer
     except ImportError as error:
-        raise BackendError(f"ESJOIN_LOCALSTACK_START=testcontainers needs testcontainers, which is not "
-                           f"installed ({error}): {INSTALL_HINT}; or start LocalStack with "
-                           "`make up BACKEND=localstack`") from None
+        raise BackendError(
+            f"ESJOIN_LOCALSTACK_START=testcontainers needs testcontainers, which is not "
+            f"installed ({error}): {INSTALL_HINT}; or start LocalStack with "
+            "`make up BACKEND=localstack`"
+        ) from None
     spec = LocalStackSpec.from_env(environ)
     try:
         network = Network().create()
     except Exception as error:
-        raise BackendError(f"cannot reach the Docker engine to start LocalStack ({type(error).__name__}: {error}); "
-                           "is Docker running and is DOCKER_HOST right?") from None
+        raise BackendError(
+            f"cannot reach the Docker engine to start LocalStack ({type(error).__name__}: {error}); "
+            "is Docker running and is DOCKER_HOST right?"
+        ) from None
     container = LocalStackContainer(image=spec.image, edge_port=EDGE_PORT, region_name=REGION)
     for name, value in {**spec.environment, "LAMBDA_DOCKER_NETWORK": network.name}.items():
         container.with_env(name, value)
@@ -154,9 +161,11 @@ def start_localstack(environ: Mapping[str, str] | None = None) -> tuple[LocalSta
     except Exception as error:
         logs = _tail_logs(container)
         handle.remove()
-        raise BackendError(f"LocalStack ({spec.image}) did not start: {type(error).__name__}: {error}"
-                           f"{' (newer images need LOCALSTACK_AUTH_TOKEN)' if spec.image != DEFAULT_IMAGE else ''}"
-                           f"\n{logs}") from None
+        raise BackendError(
+            f"LocalStack ({spec.image}) did not start: {type(error).__name__}: {error}"
+            f"{' (newer images need LOCALSTACK_AUTH_TOKEN)' if spec.image != DEFAULT_IMAGE else ''}"
+            f"\n{logs}"
+        ) from None
     host = "127.0.0.1" if host in ("localhost", "127.0.0.1", "::1") else host
     return handle, f"http://{host}:{port}"
 

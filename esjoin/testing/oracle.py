@@ -25,8 +25,13 @@ class ExpectedView:
     event_count: int
 
     def as_row(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "lastLogin": self.last_login,
-                "recentOrderCount": self.recent_order_count, "eventCount": self.event_count}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "lastLogin": self.last_login,
+            "recentOrderCount": self.recent_order_count,
+            "eventCount": self.event_count,
+        }
 
 
 def user_of(event: dict[str, Any]) -> str | None:
@@ -47,8 +52,13 @@ def expected_view(user_id: str, events: Iterable[dict[str, Any]]) -> ExpectedVie
     if creations:
         latest = max(creations, key=lambda e: (e["timestamp"], e["id"]))
         name = (latest.get("user") or {}).get("name")
-    return ExpectedView(id=user_id, name=name, last_login=max(logins) if logins else None,
-                        recent_order_count=len(orders), event_count=len(distinct))
+    return ExpectedView(
+        id=user_id,
+        name=name,
+        last_login=max(logins) if logins else None,
+        recent_order_count=len(orders),
+        event_count=len(distinct),
+    )
 
 
 def view_differences(expected: ExpectedView, row: dict[str, Any] | None) -> list[str]:

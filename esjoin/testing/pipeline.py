@@ -73,8 +73,12 @@ class EventLog:
 
     def describe(self, user_id: str, limit: int = 40) -> str:
         with self._lock:
-            lines = [f"  {s.how:8} {s.event.get('type', '?'):16} id={str(s.event.get('id'))[:8]} "
-                     f"ts={s.event.get('timestamp')}" for s in self.sent if user_of(s.event) == user_id]
+            lines = [
+                f"  {s.how:8} {s.event.get('type', '?'):16} id={str(s.event.get('id'))[:8]} "
+                f"ts={s.event.get('timestamp')}"
+                for s in self.sent
+                if user_of(s.event) == user_id
+            ]
         shown = lines[-limit:]
         more = f"  ... {len(lines) - limit} earlier\n" if len(lines) > limit else ""
         return f"sent for {user_id} ({len(lines)}):\n" + more + "\n".join(shown)
@@ -110,7 +114,7 @@ class Pipeline:
         """PutRecords (500 a call), retrying only the failed records, as a careful producer does."""
         results: list[dict[str, str]] = []
         for start in range(0, len(events), PUT_RECORDS_LIMIT):
-            chunk = events[start:start + PUT_RECORDS_LIMIT]
+            chunk = events[start : start + PUT_RECORDS_LIMIT]
             self.log.record(chunk, how)
             results.extend(self._put_chunk(chunk))
         return results
@@ -119,8 +123,9 @@ class Pipeline:
         pending = list(range(len(events)))
         results: list[dict[str, str]] = [{} for _ in events]
         for attempt in range(8):
-            records = [{"Data": json.dumps(events[i]).encode(), "PartitionKey": partition_key(events[i])}
-                       for i in pending]
+            records = [
+                {"Data": json.dumps(events[i]).encode(), "PartitionKey": partition_key(events[i])} for i in pending
+            ]
             response = self.kinesis.put_records(StreamName=self.outputs.stream["name"], Records=records)
             failed = []
             for index, outcome in zip(pending, response["Records"], strict=True):
@@ -173,7 +178,7 @@ class Pipeline:
         wanted = sorted(set(ids))
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(wanted), 100):
-            keys = [{key: {"S": value}} for value in wanted[start:start + 100]]
+            keys = [{key: {"S": value}} for value in wanted[start : start + 100]]
             request = {table: {"Keys": keys, "ConsistentRead": True}}
             while request:
                 response = self.dynamodb.batch_get_item(RequestItems=request)
@@ -187,9 +192,13 @@ class Pipeline:
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {}
         while True:
-            page = self.dynamodb.query(TableName=self.table("events"), ConsistentRead=True,
-                                       KeyConditionExpression="userId = :u",
-                                       ExpressionAttributeValues={":u": {"S": user_id}}, **kwargs)
+            page = self.dynamodb.query(
+                TableName=self.table("events"),
+                ConsistentRead=True,
+                KeyConditionExpression="userId = :u",
+                ExpressionAttributeValues={":u": {"S": user_id}},
+                **kwargs,
+            )
             items.extend(from_item(item) for item in page["Items"])
             if "LastEvaluatedKey" not in page:
                 return items
@@ -202,8 +211,12 @@ class Pipeline:
         """Messages in a queue: visible, in flight and delayed."""
         attributes = self.sqs.get_queue_attributes(
             QueueUrl=self.queue_url(key),
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-                            "ApproximateNumberOfMessagesDelayed"])["Attributes"]
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
+        )["Attributes"]
         return sum(int(value) for value in attributes.values())
 
     def failure_messages(self) -> list[dict[str, Any]]:
@@ -211,8 +224,9 @@ class Pipeline:
         second (visibility timeout 1), so a caller that waits on this sees every message in turn."""
         seen: dict[str, dict[str, Any]] = {}
         while True:
-            response = self.sqs.receive_message(QueueUrl=self.queue_url("failures"), MaxNumberOfMessages=10,
-                                                VisibilityTimeout=1, WaitTimeSeconds=0)
+            response = self.sqs.receive_message(
+                QueueUrl=self.queue_url("failures"), MaxNumberOfMessages=10, VisibilityTimeout=1, WaitTimeSeconds=0
+            )
             messages = response.get("Messages", [])
             if not messages:
                 return list(seen.values())

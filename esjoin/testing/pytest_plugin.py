@@ -37,14 +37,29 @@ LONG_OPTION = "--esjoin-long"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("esjoin", "esjoin: a local AWS endpoint for Kinesis / DynamoDB Streams / SQS / Lambda")
-    group.addoption(BACKEND_OPTION, choices=BACKENDS, default=os.environ.get("ESJOIN_BACKEND", EMBEDDED),
-                    help="where the suites run (default: embedded, or ESJOIN_BACKEND)")
-    group.addoption(AWS_OPT_IN_OPTION, action="store_true", default=False,
-                    help="allow the aws backend to create and delete resources in a real AWS account")
-    group.addoption(STAGE_OPTION, default=os.environ.get("ESJOIN_TEST_STAGE"),
-                    help="stage name prefix for test stacks (ESJOIN_TEST_STAGE)")
-    group.addoption(LONG_OPTION, action="store_true", default=False,
-                    help="soak: generated (Hypothesis) suites run many more and longer examples")
+    group.addoption(
+        BACKEND_OPTION,
+        choices=BACKENDS,
+        default=os.environ.get("ESJOIN_BACKEND", EMBEDDED),
+        help="where the suites run (default: embedded, or ESJOIN_BACKEND)",
+    )
+    group.addoption(
+        AWS_OPT_IN_OPTION,
+        action="store_true",
+        default=False,
+        help="allow the aws backend to create and delete resources in a real AWS account",
+    )
+    group.addoption(
+        STAGE_OPTION,
+        default=os.environ.get("ESJOIN_TEST_STAGE"),
+        help="stage name prefix for test stacks (ESJOIN_TEST_STAGE)",
+    )
+    group.addoption(
+        LONG_OPTION,
+        action="store_true",
+        default=False,
+        help="soak: generated (Hypothesis) suites run many more and longer examples",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -62,8 +77,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def esjoin_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     name = request.config.getoption(BACKEND_OPTION)
     try:
-        opened = open_backend(name, aws_opt_in=request.config.getoption(AWS_OPT_IN_OPTION),
-                              stage=request.config.getoption(STAGE_OPTION))
+        opened = open_backend(
+            name, aws_opt_in=request.config.getoption(AWS_OPT_IN_OPTION), stage=request.config.getoption(STAGE_OPTION)
+        )
     except BackendError as error:
         pytest.exit(f"esjoin: backend {name!r} unavailable: {error}", returncode=2)
     yield opened

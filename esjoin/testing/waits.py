@@ -58,8 +58,10 @@ def eventually(
     except RetryError:
         pass
     seen = observe() if observe else last[0]
-    lines = [f"timed out after {time.monotonic() - started:.1f}s (deadline {deadline:.1f}s) waiting for: {expected}",
-             f"last seen: {seen!r}"]
+    lines = [
+        f"timed out after {time.monotonic() - started:.1f}s (deadline {deadline:.1f}s) waiting for: {expected}",
+        f"last seen: {seen!r}",
+    ]
     if errors:
         lines.append(f"last error while checking: {type(errors[0]).__name__}: {errors[0]}")
     if context:

@@ -108,22 +108,32 @@ def functions(lambda_client: Any) -> Iterator[Functions]:
 def probe_table(dynamodb: Any) -> str:
     name = unique("probe-events")
     dynamodb.create_table(
-        TableName=name, BillingMode="PAY_PER_REQUEST",
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
         KeySchema=[{"AttributeName": "function", "KeyType": "HASH"}, {"AttributeName": "at", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "function", "AttributeType": "S"},
-                              {"AttributeName": "at", "AttributeType": "S"}])
+        AttributeDefinitions=[
+            {"AttributeName": "function", "AttributeType": "S"},
+            {"AttributeName": "at", "AttributeType": "S"},
+        ],
+    )
     return name
 
 
 @pytest.fixture
-def probe(functions: Functions, probe_table: str, dynamodb: Any, control: Control,
-          lambda_client: Any) -> Callable[..., Probe]:
+def probe(
+    functions: Functions, probe_table: str, dynamodb: Any, control: Control, lambda_client: Any
+) -> Callable[..., Probe]:
     """probe(mode="ok"|"report-failures", **CreateFunction params) -> a recording function."""
 
     def make(mode: str = "ok", **params: Any) -> Probe:
         environment = {"PROBE_TABLE": probe_table, "PROBE_MODE": mode}
-        name = functions.create(PROBE_SOURCE, prefix="probe", Timeout=params.pop("Timeout", 10),
-                                Environment={"Variables": environment}, **params)
+        name = functions.create(
+            PROBE_SOURCE,
+            prefix="probe",
+            Timeout=params.pop("Timeout", 10),
+            Environment={"Variables": environment},
+            **params,
+        )
         arn = lambda_client.get_function_configuration(FunctionName=name)["FunctionArn"]
         return Probe(name, arn, probe_table, dynamodb, control)
 

@@ -57,8 +57,9 @@ def test_a_second_endpoint_on_the_same_port_fails_with_a_clear_error(endpoint: E
 
 def test_python_m_emulator_on_a_busy_port_exits_with_the_reason(endpoint: Endpoint, tmp_path: Path) -> None:
     environment = {**os.environ, "ESJOIN_STATE_DIR": str(tmp_path), "ESJOIN_PORT": str(endpoint.emulator.config.port)}
-    finished = subprocess.run([sys.executable, "-m", "esjoin.emulator"], cwd=REPO, env=environment, capture_output=True,
-                              text=True, timeout=60)
+    finished = subprocess.run(
+        [sys.executable, "-m", "esjoin.emulator"], cwd=REPO, env=environment, capture_output=True, text=True, timeout=60
+    )
 
     assert finished.returncode == 1, finished
     assert "cannot listen on" in finished.stderr and "Traceback" not in finished.stderr, finished.stderr
@@ -68,8 +69,14 @@ def test_python_m_emulator_serves_then_stops_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     environment = {**os.environ, "ESJOIN_STATE_DIR": str(tmp_path / "state"), "ESJOIN_PORT": str(port)}
     with (tmp_path / "stderr.log").open("w") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "esjoin.emulator"], cwd=REPO, env=environment,
-                                   stdout=subprocess.PIPE, stderr=stderr, text=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "esjoin.emulator"],
+            cwd=REPO,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
     try:
         readable, _, _ = select.select([process.stdout], [], [], 60)
         assert readable, f"no ready line within 60 s; stderr: {(tmp_path / 'stderr.log').read_text()}"
@@ -133,9 +140,11 @@ def test_stop_leaves_no_worker_processes_or_threads_behind(tmp_path: Path) -> No
         stopped = True
 
         wait_until(lambda: all(_process_gone(pid) for pid in pids), f"worker processes {pids} gone")
-        wait_until(lambda: not [t for t in threading.enumerate() if t not in threads_before and t.is_alive()],
-                   "the endpoint's threads gone",
-                   history=lambda: [t.name for t in threading.enumerate() if t not in threads_before])
+        wait_until(
+            lambda: not [t for t in threading.enumerate() if t not in threads_before and t.is_alive()],
+            "the endpoint's threads gone",
+            history=lambda: [t.name for t in threading.enumerate() if t not in threads_before],
+        )
         with pytest.raises(botocore.exceptions.EndpointConnectionError):
             client(own.url, "sqs").list_queues()  # nobody listens any more
     finally:

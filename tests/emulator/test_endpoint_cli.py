@@ -39,15 +39,29 @@ pytestmark = pytest.mark.skipif(not AWS.exists(), reason=f"the AWS CLI is not in
 def cli_environment() -> dict[str, str]:
     """This process's environment without its AWS settings, with dummy credentials and no config files."""
     environment = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
-    environment.update({"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": REGION,
-                        "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_PAGER": ""})
+    environment.update(
+        {
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_PAGER": "",
+        }
+    )
     return environment
 
 
 def aws(endpoint: Endpoint, *arguments: str, cwd: Path | None = None) -> Any:
     """Run `aws <arguments> --endpoint-url ...` with dummy credentials; returns its JSON output."""
-    finished = subprocess.run([str(AWS), *arguments, "--endpoint-url", endpoint.url, "--output", "json"],
-                              env=cli_environment(), cwd=cwd, capture_output=True, text=True, timeout=60)
+    finished = subprocess.run(
+        [str(AWS), *arguments, "--endpoint-url", endpoint.url, "--output", "json"],
+        env=cli_environment(),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert finished.returncode == 0, f"aws {' '.join(arguments)}: {finished.stderr}"
     return json.loads(finished.stdout) if finished.stdout.strip() else None
 
@@ -57,8 +71,9 @@ def aws_cli_v2() -> str | None:
     candidates = [os.environ.get("ESJOIN_AWS_CLI_V2"), shutil.which("aws"), "/usr/bin/aws"]
     for candidate in filter(None, candidates):
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            version = subprocess.run([candidate, "--version"], env=cli_environment(), capture_output=True,
-                                     text=True, timeout=30).stdout
+            version = subprocess.run(
+                [candidate, "--version"], env=cli_environment(), capture_output=True, text=True, timeout=30
+            ).stdout
             if version.startswith("aws-cli/2."):
                 return candidate
     return None
@@ -69,10 +84,28 @@ def test_the_cli_creates_and_uses_a_kinesis_stream(endpoint: Endpoint) -> None:
     aws(endpoint, "kinesis", "create-stream", "--stream-name", stream, "--shard-count", "1")
     stream_arn(endpoint.client("kinesis"), stream)  # ACTIVE (boto3: one CLI process less)
 
-    put = aws(endpoint, "kinesis", "put-record", "--stream-name", stream, "--partition-key", "user-1",
-              "--data", "hello from the cli")
-    iterator = aws(endpoint, "kinesis", "get-shard-iterator", "--stream-name", stream, "--shard-id", put["ShardId"],
-                   "--shard-iterator-type", "TRIM_HORIZON")["ShardIterator"]
+    put = aws(
+        endpoint,
+        "kinesis",
+        "put-record",
+        "--stream-name",
+        stream,
+        "--partition-key",
+        "user-1",
+        "--data",
+        "hello from the cli",
+    )
+    iterator = aws(
+        endpoint,
+        "kinesis",
+        "get-shard-iterator",
+        "--stream-name",
+        stream,
+        "--shard-id",
+        put["ShardId"],
+        "--shard-iterator-type",
+        "TRIM_HORIZON",
+    )["ShardIterator"]
     records = aws(endpoint, "kinesis", "get-records", "--shard-iterator", iterator)["Records"]
 
     assert [(r["SequenceNumber"], r["PartitionKey"]) for r in records] == [(put["SequenceNumber"], "user-1")]
@@ -96,34 +129,92 @@ CLI_FUNCTION = """
 
 
 def test_the_cli_deploys_a_function_maps_a_table_stream_to_it_and_reads_its_logs(
-        endpoint: Endpoint, control: Control, tmp_path: Path, lambda_client: Any, logs: Any) -> None:
+    endpoint: Endpoint, control: Control, tmp_path: Path, lambda_client: Any, logs: Any
+) -> None:
     table, function = unique("cli-table"), unique("cli-function")
     (tmp_path / "function.zip").write_bytes(make_zip({"app.py": CLI_FUNCTION}))
-    created_table = aws(endpoint, "dynamodb", "create-table", "--table-name", table,
-                        "--attribute-definitions", "AttributeName=pk,AttributeType=S",
-                        "--key-schema", "AttributeName=pk,KeyType=HASH", "--billing-mode", "PAY_PER_REQUEST",
-                        "--stream-specification", "StreamEnabled=true,StreamViewType=NEW_IMAGE")["TableDescription"]
+    created_table = aws(
+        endpoint,
+        "dynamodb",
+        "create-table",
+        "--table-name",
+        table,
+        "--attribute-definitions",
+        "AttributeName=pk,AttributeType=S",
+        "--key-schema",
+        "AttributeName=pk,KeyType=HASH",
+        "--billing-mode",
+        "PAY_PER_REQUEST",
+        "--stream-specification",
+        "StreamEnabled=true,StreamViewType=NEW_IMAGE",
+    )["TableDescription"]
     stream_arn = created_table["LatestStreamArn"]
     try:
-        created = aws(endpoint, "lambda", "create-function", "--function-name", function, "--runtime", RUNTIME,
-                      "--role", ROLE, "--handler", "app.handler", "--zip-file", "fileb://function.zip", cwd=tmp_path)
+        created = aws(
+            endpoint,
+            "lambda",
+            "create-function",
+            "--function-name",
+            function,
+            "--runtime",
+            RUNTIME,
+            "--role",
+            ROLE,
+            "--handler",
+            "app.handler",
+            "--zip-file",
+            "fileb://function.zip",
+            cwd=tmp_path,
+        )
         assert created["State"] == "Active"
 
-        invoked = aws(endpoint, "lambda", "invoke", "--function-name", function, "--payload", '{"hello": "cli"}',
-                      "out.json", cwd=tmp_path)
+        invoked = aws(
+            endpoint,
+            "lambda",
+            "invoke",
+            "--function-name",
+            function,
+            "--payload",
+            '{"hello": "cli"}',
+            "out.json",
+            cwd=tmp_path,
+        )
         assert (invoked["StatusCode"], invoked["ExecutedVersion"]) == (200, "$LATEST")
         assert json.loads((tmp_path / "out.json").read_text()) == {"keys": ["hello"]}
 
-        mapping = aws(endpoint, "lambda", "create-event-source-mapping", "--function-name", function,
-                      "--event-source-arn", stream_arn, "--starting-position", "TRIM_HORIZON")
+        mapping = aws(
+            endpoint,
+            "lambda",
+            "create-event-source-mapping",
+            "--function-name",
+            function,
+            "--event-source-arn",
+            stream_arn,
+            "--starting-position",
+            "TRIM_HORIZON",
+        )
         assert mapping["State"] == "Creating" and mapping["BatchSize"] == 100
         aws(endpoint, "dynamodb", "put-item", "--table-name", table, "--item", '{"pk": {"S": "from-cli"}}')
-        wait_until(lambda: [r for r in control.history(function) if r["mapping"] == mapping["UUID"]],
-                   "the stream record delivered to the function", history=lambda: control.history(function))
+        wait_until(
+            lambda: [r for r in control.history(function) if r["mapping"] == mapping["UUID"]],
+            "the stream record delivered to the function",
+            history=lambda: control.history(function),
+        )
 
         group = f"/aws/lambda/{function}"
-        wait_until(lambda: len([e for e in logs.filter_log_events(logGroupName=group)["events"]
-                                if "cli function got" in e["message"]]) == 2, "both invocations' output logged")
+        wait_until(
+            lambda: (
+                len(
+                    [
+                        e
+                        for e in logs.filter_log_events(logGroupName=group)["events"]
+                        if "cli function got" in e["message"]
+                    ]
+                )
+                == 2
+            ),
+            "both invocations' output logged",
+        )
         events = aws(endpoint, "logs", "filter-log-events", "--log-group-name", group)["events"]
         messages = [event["message"] for event in events]
         assert "cli function got ['hello']\n" in messages
@@ -154,9 +245,24 @@ def test_aws_logs_tail_shows_a_function_s_output_with_cli_v2(endpoint: Endpoint,
         assert functions.invoke(function, {"n": number})[1] == number
 
     def both_outputs_tailed() -> str:
-        finished = subprocess.run([cli, "logs", "tail", f"/aws/lambda/{function}", "--since", "1h",
-                                   "--format", "short", "--endpoint-url", endpoint.url],
-                                  env=cli_environment(), capture_output=True, text=True, timeout=60)
+        finished = subprocess.run(
+            [
+                cli,
+                "logs",
+                "tail",
+                f"/aws/lambda/{function}",
+                "--since",
+                "1h",
+                "--format",
+                "short",
+                "--endpoint-url",
+                endpoint.url,
+            ],
+            env=cli_environment(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert finished.returncode == 0, f"aws logs tail: {finished.stderr}"
         assert finished.stdout.count("tail me") == 2, finished.stdout
         return finished.stdout

@@ -40,15 +40,17 @@ SLEEPER = """
 def kinesis_probe_mapping(lambda_client: Any, kinesis: Any, recorder: Probe, **params: Any) -> tuple[str, str]:
     """A one-shard stream mapped (TRIM_HORIZON) to the probe, Enabled; returns (stream name, mapping UUID)."""
     stream, arn = create_stream(kinesis)
-    mapping = lambda_client.create_event_source_mapping(FunctionName=recorder.name, EventSourceArn=arn,
-                                                        StartingPosition="TRIM_HORIZON", **params)
+    mapping = lambda_client.create_event_source_mapping(
+        FunctionName=recorder.name, EventSourceArn=arn, StartingPosition="TRIM_HORIZON", **params
+    )
     wait_mapping_state(lambda_client, mapping["UUID"], "Enabled")
     return stream, mapping["UUID"]
 
 
 def put(kinesis: Any, stream: str, document: dict[str, Any]) -> str:
-    return kinesis.put_record(StreamName=stream, Data=json.dumps(document).encode(),
-                              PartitionKey=document["user"])["SequenceNumber"]
+    return kinesis.put_record(StreamName=stream, Data=json.dumps(document).encode(), PartitionKey=document["user"])[
+        "SequenceNumber"
+    ]
 
 
 # -- history ----------------------------------------------------------------------------------------------
@@ -62,7 +64,8 @@ def test_history_filters_by_function_since_and_limit(functions: Functions, contr
     history = control.history(first)
     assert [r["requestId"] for r in history] == request_ids
     assert {(r["function"], r["invocationType"], r["outcome"], r["mapping"]) for r in history} == {
-        (first, "RequestResponse", "success", None)}
+        (first, "RequestResponse", "success", None)
+    }
     assert [r["function"] for r in control.history(second)] == [second]
 
     last_id = control.ok("GET", "history")["lastId"]
@@ -76,10 +79,19 @@ def test_history_filters_by_function_since_and_limit(functions: Functions, contr
 
 
 def test_an_error_fault_fails_the_next_n_invocations_without_running_the_function(
-        probe: Any, functions: Functions, control: Control) -> None:
+    probe: Any, functions: Functions, control: Control
+) -> None:
     recorder: Probe = probe()
-    created = control.post("faults", {"function": recorder.name, "action": "error", "count": 2,
-                                      "errorType": "Boom", "errorMessage": "injected on purpose"})
+    created = control.post(
+        "faults",
+        {
+            "function": recorder.name,
+            "action": "error",
+            "count": 2,
+            "errorType": "Boom",
+            "errorMessage": "injected on purpose",
+        },
+    )
     assert created.status == 201, created
     rule = created.body
     assert (rule["function"], rule["action"], rule["count"], rule["hits"]) == (recorder.name, "error", 2, 0)
@@ -110,7 +122,8 @@ def test_a_delay_fault_starts_the_handler_late_against_its_timeout(functions: Fu
 
 
 def test_a_fault_matches_decoded_kinesis_data_in_a_mapping_delivered_event(
-        probe: Any, lambda_client: Any, kinesis: Any, control: Control) -> None:
+    probe: Any, lambda_client: Any, kinesis: Any, control: Control
+) -> None:
     recorder: Probe = probe()
     stream, uuid_ = kinesis_probe_mapping(lambda_client, kinesis, recorder)
     rule = control.add_fault(function=recorder.name, action="error", match="user-42", count=1)
@@ -123,7 +136,10 @@ def test_a_fault_matches_decoded_kinesis_data_in_a_mapping_delivered_event(
 
     history = recorder.history()
     assert [(r["injectedFault"], r["outcome"], r["attempt"]) for r in history] == [
-        (None, "success", 1), (rule["id"], "error", 1), (None, "success", 2)], history
+        (None, "success", 1),
+        (rule["id"], "error", 1),
+        (None, "success", 2),
+    ], history
     assert all(r["mapping"] == uuid_ and r["source"] == "kinesis" for r in history)
     assert history[1]["batchIds"] == history[2]["batchIds"], "the failed batch was retried as it was"
     assert [kinesis_data(r)["user"] for r in recorder.records()] == ["user-7", "user-42"]
@@ -152,8 +168,9 @@ def test_quiescence_is_false_while_an_invocation_runs(functions: Functions, cont
     caller = threading.Thread(target=functions.invoke, args=(name, {"sleep": 1}))
     caller.start()
     try:
-        busy = wait_until(lambda: (q := control.ok("GET", "quiescence"))["inFlight"] >= 1 and q,
-                          "the invocation in flight")
+        busy = wait_until(
+            lambda: (q := control.ok("GET", "quiescence"))["inFlight"] >= 1 and q, "the invocation in flight"
+        )
         assert busy["quiescent"] is False
     finally:
         caller.join(30)
@@ -161,7 +178,8 @@ def test_quiescence_is_false_while_an_invocation_runs(functions: Functions, cont
 
 
 def test_at_quiescence_every_record_written_before_has_been_delivered(
-        probe: Any, lambda_client: Any, kinesis: Any, control: Control) -> None:
+    probe: Any, lambda_client: Any, kinesis: Any, control: Control
+) -> None:
     recorder: Probe = probe()
     stream, _ = kinesis_probe_mapping(lambda_client, kinesis, recorder)
 
@@ -176,7 +194,8 @@ def test_at_quiescence_every_record_written_before_has_been_delivered(
 
 
 def test_mapping_status_lists_the_mapping_with_its_engine_state(
-        probe: Any, lambda_client: Any, kinesis: Any, control: Control) -> None:
+    probe: Any, lambda_client: Any, kinesis: Any, control: Control
+) -> None:
     recorder: Probe = probe()
     _, uuid_ = kinesis_probe_mapping(lambda_client, kinesis, recorder)
 
@@ -189,7 +208,8 @@ def test_mapping_status_lists_the_mapping_with_its_engine_state(
 
 
 def test_pause_holds_delivery_and_resume_delivers_what_was_held(
-        probe: Any, lambda_client: Any, kinesis: Any, control: Control) -> None:
+    probe: Any, lambda_client: Any, kinesis: Any, control: Control
+) -> None:
     recorder: Probe = probe()
     stream, uuid_ = kinesis_probe_mapping(lambda_client, kinesis, recorder)
     put(kinesis, stream, {"user": "u", "n": 1})
@@ -208,8 +228,9 @@ def test_pause_holds_delivery_and_resume_delivers_what_was_held(
     assert [kinesis_data(r)["n"] for r in recorder.records()] == [1, 2]
 
 
-def test_duplicate_delivers_the_next_batch_twice(probe: Any, lambda_client: Any, kinesis: Any,
-                                                 control: Control) -> None:
+def test_duplicate_delivers_the_next_batch_twice(
+    probe: Any, lambda_client: Any, kinesis: Any, control: Control
+) -> None:
     recorder: Probe = probe()
     stream, uuid_ = kinesis_probe_mapping(lambda_client, kinesis, recorder)
 
@@ -228,20 +249,24 @@ def test_duplicate_delivers_the_next_batch_twice(probe: Any, lambda_client: Any,
 # -- bad requests ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("method", "path", "body"), [
-    pytest.param("POST", "faults", b"{not json", id="faults-not-json"),
-    pytest.param("POST", "faults", b"[1, 2]", id="faults-not-an-object"),
-    pytest.param("POST", "faults", b"{}", id="faults-no-function"),
-    pytest.param("POST", "faults", b'{"function": "f", "action": "explode"}', id="faults-unknown-action"),
-    pytest.param("POST", "faults", b'{"function": "f", "action": "error", "count": 0}', id="faults-count-0"),
-    pytest.param("POST", "faults", b'{"function": "f", "action": "error", "count": "2"}', id="faults-count-text"),
-    pytest.param("POST", "faults", b'{"function": "f", "action": "delay"}', id="faults-delay-without-seconds"),
-    pytest.param("POST", "faults", b'{"function": "f", "action": "error", "match": ""}', id="faults-empty-match"),
-    pytest.param("GET", "history?since=yesterday", None, id="history-since-not-a-number"),
-    pytest.param("GET", "history?limit=many", None, id="history-limit-not-a-number"),
-])
-def test_a_bad_control_request_is_400_with_a_message(control: Control, method: str, path: str,
-                                                     body: bytes | None) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        pytest.param("POST", "faults", b"{not json", id="faults-not-json"),
+        pytest.param("POST", "faults", b"[1, 2]", id="faults-not-an-object"),
+        pytest.param("POST", "faults", b"{}", id="faults-no-function"),
+        pytest.param("POST", "faults", b'{"function": "f", "action": "explode"}', id="faults-unknown-action"),
+        pytest.param("POST", "faults", b'{"function": "f", "action": "error", "count": 0}', id="faults-count-0"),
+        pytest.param("POST", "faults", b'{"function": "f", "action": "error", "count": "2"}', id="faults-count-text"),
+        pytest.param("POST", "faults", b'{"function": "f", "action": "delay"}', id="faults-delay-without-seconds"),
+        pytest.param("POST", "faults", b'{"function": "f", "action": "error", "match": ""}', id="faults-empty-match"),
+        pytest.param("GET", "history?since=yesterday", None, id="history-since-not-a-number"),
+        pytest.param("GET", "history?limit=many", None, id="history-limit-not-a-number"),
+    ],
+)
+def test_a_bad_control_request_is_400_with_a_message(
+    control: Control, method: str, path: str, body: bytes | None
+) -> None:
     response = control.request(method, path, raw=body)
 
     assert response.status == 400, response

@@ -55,8 +55,16 @@ def test_create_get_list_update_and_delete_a_function(lambda_client: Any, functi
     package = make_zip({"app.py": VERSIONED.replace("VERSION", "v1")})
     name = unique("crud")
     created = lambda_client.create_function(
-        FunctionName=name, Runtime=RUNTIME, Role=ROLE, Handler="app.handler", Code={"ZipFile": package},
-        Description="first", Timeout=5, MemorySize=256, Environment={"Variables": {"COLOUR": "red"}})
+        FunctionName=name,
+        Runtime=RUNTIME,
+        Role=ROLE,
+        Handler="app.handler",
+        Code={"ZipFile": package},
+        Description="first",
+        Timeout=5,
+        MemorySize=256,
+        Environment={"Variables": {"COLOUR": "red"}},
+    )
     functions.created.append(name)
     lambda_client.get_waiter("function_active_v2").wait(FunctionName=name)
 
@@ -89,7 +97,8 @@ def test_create_get_list_update_and_delete_a_function(lambda_client: Any, functi
     assert updated["RevisionId"] != created["RevisionId"]
 
     configured = lambda_client.update_function_configuration(
-        FunctionName=name, Environment={"Variables": {"COLOUR": "blue"}}, Timeout=7, Description="second")
+        FunctionName=name, Environment={"Variables": {"COLOUR": "blue"}}, Timeout=7, Description="second"
+    )
     lambda_client.get_waiter("function_updated_v2").wait(FunctionName=name)
     assert (configured["Timeout"], configured["Description"]) == (7, "second")
     assert configured["CodeSha256"] == updated["CodeSha256"], "a configuration update keeps the code"
@@ -99,9 +108,11 @@ def test_create_get_list_update_and_delete_a_function(lambda_client: Any, functi
 
     deleted = lambda_client.delete_function(FunctionName=name)
     assert deleted["ResponseMetadata"]["HTTPStatusCode"] == 204
-    for call in (lambda: lambda_client.get_function(FunctionName=name),
-                 lambda: lambda_client.invoke(FunctionName=name),
-                 lambda: lambda_client.delete_function(FunctionName=name)):
+    for call in (
+        lambda: lambda_client.get_function(FunctionName=name),
+        lambda: lambda_client.invoke(FunctionName=name),
+        lambda: lambda_client.delete_function(FunctionName=name),
+    ):
         with pytest.raises(ClientError) as raised:
             call()
         assert error_of(raised)[:2] == (404, "ResourceNotFoundException")
@@ -122,12 +133,14 @@ def test_invoke_request_response_returns_the_payload_and_executed_version(functi
     assert payload == {"event": {"greeting": "hello", "n": [1, 2]}}
 
 
-def test_invoke_event_is_accepted_with_202_and_the_function_runs(lambda_client: Any, probe: Any,
-                                                                   control: Control) -> None:
+def test_invoke_event_is_accepted_with_202_and_the_function_runs(
+    lambda_client: Any, probe: Any, control: Control
+) -> None:
     recorder: Probe = probe()
 
-    response = lambda_client.invoke(FunctionName=recorder.name, InvocationType="Event",
-                                    Payload=json.dumps({"async": True}).encode())
+    response = lambda_client.invoke(
+        FunctionName=recorder.name, InvocationType="Event", Payload=json.dumps({"async": True}).encode()
+    )
 
     assert response["StatusCode"] == 202
     assert response["Payload"].read() == b""
@@ -137,8 +150,9 @@ def test_invoke_event_is_accepted_with_202_and_the_function_runs(lambda_client: 
     assert (invocation["invocationType"], invocation["outcome"]) == ("Event", "success")
 
 
-def test_invoke_dry_run_answers_204_and_does_not_run(lambda_client: Any, functions: Functions,
-                                                      control: Control) -> None:
+def test_invoke_dry_run_answers_204_and_does_not_run(
+    lambda_client: Any, functions: Functions, control: Control
+) -> None:
     name = functions.create(ECHO)
 
     response = lambda_client.invoke(FunctionName=name, InvocationType="DryRun", Payload=b"{}")
@@ -196,11 +210,15 @@ def test_log_type_tail_returns_the_invocation_log(functions: Functions) -> None:
     lines = log.splitlines()
     assert lines[0] == f"START RequestId: {request_id} Version: $LATEST", log
     assert "printed line 42" in lines
-    assert any(re.fullmatch(rf"\[INFO\]\t\d{{4}}-\d\d-\d\dT[\d:.]+Z\t{request_id}\tlogged line 42", line)
-               for line in lines), log
+    assert any(
+        re.fullmatch(rf"\[INFO\]\t\d{{4}}-\d\d-\d\dT[\d:.]+Z\t{request_id}\tlogged line 42", line) for line in lines
+    ), log
     assert f"END RequestId: {request_id}" in lines
-    assert re.match(rf"REPORT RequestId: {request_id}\tDuration: [\d.]+ ms\tBilled Duration: \d+ ms\t"
-                    r"Memory Size: 128 MB\tMax Memory Used: \d+ MB", lines[-1]), log
+    assert re.match(
+        rf"REPORT RequestId: {request_id}\tDuration: [\d.]+ ms\tBilled Duration: \d+ ms\t"
+        r"Memory Size: 128 MB\tMax Memory Used: \d+ MB",
+        lines[-1],
+    ), log
 
 
 CONTEXT = """
@@ -242,11 +260,18 @@ def test_the_handler_gets_aws_context_and_environment(endpoint: Endpoint, functi
     assert 0 < seen["remaining_ms"] <= 4000
     assert seen["custom"] == {"tenant": "t-1"}
     assert seen["env"] == {
-        "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, "AWS_LAMBDA_FUNCTION_NAME": name,
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
-        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}", "AWS_EXECUTION_ENV": f"AWS_Lambda_{RUNTIME}",
-        "AWS_ENDPOINT_URL": endpoint.url, "LAMBDA_TASK_ROOT": seen["env"]["LAMBDA_TASK_ROOT"],
-        "_HANDLER": "app.handler", "GREETING": "hi"}
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_LAMBDA_FUNCTION_NAME": name,
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_{RUNTIME}",
+        "AWS_ENDPOINT_URL": endpoint.url,
+        "LAMBDA_TASK_ROOT": seen["env"]["LAMBDA_TASK_ROOT"],
+        "_HANDLER": "app.handler",
+        "GREETING": "hi",
+    }
 
 
 WRITER = """
@@ -262,9 +287,12 @@ WRITER = """
 
 def test_the_functions_own_boto3_reaches_the_endpoint(dynamodb: Any, functions: Functions) -> None:
     table = unique("written")
-    dynamodb.create_table(TableName=table, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-                          AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                          BillingMode="PAY_PER_REQUEST")
+    dynamodb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
     name = functions.create(WRITER, Timeout=10)
 
     _, payload = functions.invoke(name, {"table": table, "key": "k-1"})
@@ -290,8 +318,9 @@ def test_the_timeout_is_enforced_and_the_function_works_again_after(functions: F
 
     assert response["FunctionError"] == "Unhandled"
     assert error["errorType"] == "Sandbox.Timedout"
-    assert error["errorMessage"] == (f"RequestId: {response['ResponseMetadata']['RequestId']} "
-                                     "Error: Task timed out after 1.00 seconds")
+    assert error["errorMessage"] == (
+        f"RequestId: {response['ResponseMetadata']['RequestId']} Error: Task timed out after 1.00 seconds"
+    )
     response, payload = functions.invoke(name, {"sleep": 0})
     assert "FunctionError" not in response and payload == {"slept": 0}
 
@@ -324,8 +353,9 @@ def test_os_exit_mid_invocation_is_runtime_exit_error_and_the_next_call_works(fu
 
     assert response["FunctionError"] == "Unhandled"
     assert error["errorType"] == "Runtime.ExitError"
-    assert error["errorMessage"] == (f"RequestId: {response['ResponseMetadata']['RequestId']} "
-                                     "Error: Runtime exited with error: exit status 3")
+    assert error["errorMessage"] == (
+        f"RequestId: {response['ResponseMetadata']['RequestId']} Error: Runtime exited with error: exit status 3"
+    )
     response, payload = functions.invoke(name)
     assert "FunctionError" not in response and payload == "alive"
 
@@ -352,8 +382,13 @@ def test_concurrent_invocations_run_in_separate_workers(functions: Functions) ->
 
 
 def create_error(lambda_client: Any, **overrides: Any) -> tuple[int, str, str]:
-    params: dict[str, Any] = {"FunctionName": unique("invalid"), "Runtime": RUNTIME, "Role": ROLE,
-                              "Handler": "app.handler", "Code": {"ZipFile": make_zip({"app.py": ECHO})}}
+    params: dict[str, Any] = {
+        "FunctionName": unique("invalid"),
+        "Runtime": RUNTIME,
+        "Role": ROLE,
+        "Handler": "app.handler",
+        "Code": {"ZipFile": make_zip({"app.py": ECHO})},
+    }
     params.update(overrides)
     with pytest.raises(ClientError) as raised:
         lambda_client.create_function(**params)
@@ -379,8 +414,9 @@ def test_a_reserved_environment_variable_is_refused(lambda_client: Any, function
 
     name = functions.create(ECHO)
     with pytest.raises(ClientError) as raised:
-        lambda_client.update_function_configuration(FunctionName=name,
-                                                    Environment={"Variables": {"AWS_ACCESS_KEY_ID": "x"}})
+        lambda_client.update_function_configuration(
+            FunctionName=name, Environment={"Variables": {"AWS_ACCESS_KEY_ID": "x"}}
+        )
     assert error_of(raised)[:2] == (400, "InvalidParameterValueException")
 
 
@@ -399,11 +435,13 @@ def test_a_duplicate_function_name_is_a_conflict(lambda_client: Any, functions: 
 
 def test_an_unknown_function_is_not_found(lambda_client: Any) -> None:
     missing = unique("missing")
-    for call in (lambda: lambda_client.get_function(FunctionName=missing),
-                 lambda: lambda_client.get_function_configuration(FunctionName=missing),
-                 lambda: lambda_client.invoke(FunctionName=missing, Payload=b"{}"),
-                 lambda: lambda_client.update_function_code(FunctionName=missing, ZipFile=make_zip({"a.py": ""})),
-                 lambda: lambda_client.delete_function(FunctionName=missing)):
+    for call in (
+        lambda: lambda_client.get_function(FunctionName=missing),
+        lambda: lambda_client.get_function_configuration(FunctionName=missing),
+        lambda: lambda_client.invoke(FunctionName=missing, Payload=b"{}"),
+        lambda: lambda_client.update_function_code(FunctionName=missing, ZipFile=make_zip({"a.py": ""})),
+        lambda: lambda_client.delete_function(FunctionName=missing),
+    ):
         with pytest.raises(ClientError) as raised:
             call()
         status, code, message = error_of(raised)
@@ -411,8 +449,9 @@ def test_an_unknown_function_is_not_found(lambda_client: Any) -> None:
         assert missing in message
 
 
-def test_a_non_json_invoke_payload_is_invalid_request_content(lambda_client: Any, functions: Functions,
-                                                               control: Control) -> None:
+def test_a_non_json_invoke_payload_is_invalid_request_content(
+    lambda_client: Any, functions: Functions, control: Control
+) -> None:
     name = functions.create(ECHO)
     with pytest.raises(ClientError) as raised:
         lambda_client.invoke(FunctionName=name, Payload=b"{not json")
@@ -424,7 +463,8 @@ def test_a_non_json_invoke_payload_is_invalid_request_content(lambda_client: Any
 
 @pytest.mark.parametrize("operation", ["create_alias", "put_function_concurrency", "publish_version"])
 def test_an_unsupported_lambda_operation_is_a_clear_error_not_motos_lambda(
-        lambda_client: Any, functions: Functions, operation: str) -> None:
+    lambda_client: Any, functions: Functions, operation: str
+) -> None:
     name = functions.create(ECHO)
     arguments: dict[str, Any] = {
         "create_alias": {"FunctionName": name, "Name": "live", "FunctionVersion": "$LATEST"},

@@ -36,8 +36,11 @@ MALFORMED = [
     Malformed("dynamodb-garbage-putitem", b"\x00garbage{{", signed("dynamodb", "DynamoDB_20120810.PutItem")),
     Malformed("dynamodb-empty-putitem", b"", signed("dynamodb", "DynamoDB_20120810.PutItem")),
     Malformed("dynamodb-unknown-operation", b"{}", signed("dynamodb", "DynamoDB_20120810.Frobnicate")),
-    Malformed("dynamodbstreams-bad-iterator", b'{"ShardIterator": "garbage"}',
-              signed("dynamodb", "DynamoDBStreams_20120810.GetRecords")),
+    Malformed(
+        "dynamodbstreams-bad-iterator",
+        b'{"ShardIterator": "garbage"}',
+        signed("dynamodb", "DynamoDBStreams_20120810.GetRecords"),
+    ),
     Malformed("dynamodbstreams-garbage", b"garbage", signed("dynamodb", "DynamoDBStreams_20120810.GetRecords")),
     Malformed("kinesis-garbage-putrecord", b"garbage{{", signed("kinesis", "Kinesis_20131202.PutRecord", JSON_11)),
     Malformed("kinesis-garbage-getrecords", b"garbage{{", signed("kinesis", "Kinesis_20131202.GetRecords", JSON_11)),
@@ -45,29 +48,37 @@ MALFORMED = [
     Malformed("sqs-garbage-sendmessage", b"garbage{{", signed("sqs", "AmazonSQS.SendMessage")),
     Malformed("sqs-garbage-receivemessage", b"garbage{{", signed("sqs", "AmazonSQS.ReceiveMessage")),
     Malformed("sqs-unknown-operation", b"{}", signed("sqs", "AmazonSQS.Frobnicate")),
-    Malformed("sqs-query-unknown-action", b"Action=Frobnicate&Version=2012-11-05",
-              signed("sqs", content_type="application/x-www-form-urlencoded")),
+    Malformed(
+        "sqs-query-unknown-action",
+        b"Action=Frobnicate&Version=2012-11-05",
+        signed("sqs", content_type="application/x-www-form-urlencoded"),
+    ),
     Malformed("unknown-target-unknown-service", b"{}", signed("frobnicator", "Frobnicator_20200101.Run")),
-    Malformed("unsigned-dynamodb-target", b"garbage{{",
-              {"X-Amz-Target": "DynamoDB_20120810.PutItem", "Content-Type": JSON_10}),
-    Malformed("unsigned-unknown-target", b"{}",
-              {"X-Amz-Target": "Frobnicator_20200101.Run", "Content-Type": JSON_10}),
+    Malformed(
+        "unsigned-dynamodb-target", b"garbage{{", {"X-Amz-Target": "DynamoDB_20120810.PutItem", "Content-Type": JSON_10}
+    ),
+    Malformed("unsigned-unknown-target", b"{}", {"X-Amz-Target": "Frobnicator_20200101.Run", "Content-Type": JSON_10}),
     Malformed("no-auth-no-target", b"hello", {"Content-Type": "text/plain"}),
     Malformed("lambda-garbage-create-function", b"garbage{{", signed("lambda", content_type="application/json")),
 ]
 
 
-@pytest.mark.parametrize("request_", [
-    pytest.param(m, id=m.name, marks=[pytest.mark.xfail(strict=True, reason=m.bug)] if m.bug else [])
-    for m in MALFORMED])
+@pytest.mark.parametrize(
+    "request_",
+    [
+        pytest.param(m, id=m.name, marks=[pytest.mark.xfail(strict=True, reason=m.bug)] if m.bug else [])
+        for m in MALFORMED
+    ],
+)
 def test_a_malformed_request_gets_an_aws_error(endpoint: Endpoint, request_: Malformed) -> None:
     response = send(endpoint, "POST", request_.path, request_.body, request_.headers)
 
     assert_aws_error(response)
 
 
-def test_every_malformed_request_is_answered_and_the_endpoint_keeps_serving(endpoint: Endpoint,
-                                                                            control: Control) -> None:
+def test_every_malformed_request_is_answered_and_the_endpoint_keeps_serving(
+    endpoint: Endpoint, control: Control
+) -> None:
     for request_ in MALFORMED:
         response = send(endpoint, "POST", request_.path, request_.body, request_.headers)  # raises on a hang
         assert response.status, request_.name
@@ -77,8 +88,7 @@ def test_every_malformed_request_is_answered_and_the_endpoint_keeps_serving(endp
 # -- oversized payloads -----------------------------------------------------------------------------------
 
 
-def test_an_oversized_dynamodb_item_is_a_validation_error(endpoint: Endpoint, control: Control,
-                                                          dynamodb: Any) -> None:
+def test_an_oversized_dynamodb_item_is_a_validation_error(endpoint: Endpoint, control: Control, dynamodb: Any) -> None:
     table, _ = create_table(dynamodb)
     with pytest.raises(ClientError) as raised:
         dynamodb.put_item(TableName=table, Item={"pk": {"S": "big"}, "blob": {"S": "x" * (401 * 1024)}})
@@ -111,8 +121,7 @@ def test_an_oversized_kinesis_record_is_refused(kinesis: Any) -> None:
     assert raised.value.response["Error"]["Code"] == "ValidationException"
 
 
-def test_an_oversized_invoke_payload_is_request_too_large(lambda_client: Any, functions: Any,
-                                                          control: Control) -> None:
+def test_an_oversized_invoke_payload_is_request_too_large(lambda_client: Any, functions: Any, control: Control) -> None:
     name = functions.create("def handler(event, context):\n    return 1\n")
     with pytest.raises(ClientError) as raised:
         lambda_client.invoke(FunctionName=name, Payload=json.dumps({"blob": "x" * (6 << 20)}).encode())
@@ -124,6 +133,8 @@ def test_an_oversized_invoke_payload_is_request_too_large(lambda_client: Any, fu
 def test_a_client_that_never_finishes_its_body_does_not_block_others(endpoint: Endpoint, control: Control) -> None:
     address = urlparse(endpoint.url)
     with socket.create_connection((address.hostname, address.port), timeout=5) as stalled:
-        stalled.sendall(b"POST / HTTP/1.1\r\nHost: localhost\r\nX-Amz-Target: DynamoDB_20120810.ListTables\r\n"
-                        b"Content-Type: application/x-amz-json-1.0\r\nContent-Length: 1000\r\n\r\n{\"Li")
+        stalled.sendall(
+            b"POST / HTTP/1.1\r\nHost: localhost\r\nX-Amz-Target: DynamoDB_20120810.ListTables\r\n"
+            b'Content-Type: application/x-amz-json-1.0\r\nContent-Length: 1000\r\n\r\n{"Li'
+        )
         assert_still_serving(endpoint, control)  # while that request waits for the rest of its body

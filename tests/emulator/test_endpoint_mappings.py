@@ -42,20 +42,23 @@ def error_code(raised: pytest.ExceptionInfo[ClientError]) -> tuple[int, str]:
 
 
 def queue_counts(sqs: Any, url: str) -> tuple[int, int]:
-    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
-        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
     return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
 
 # -- delivery and event shapes -------------------------------------------------------------------------
 
 
-def test_kinesis_records_are_delivered_in_aws_shape(probe: Any, lambda_client: Any, kinesis: Any,
-                                                   control: Control) -> None:
+def test_kinesis_records_are_delivered_in_aws_shape(
+    probe: Any, lambda_client: Any, kinesis: Any, control: Control
+) -> None:
     recorder: Probe = probe()
     stream, stream_arn = create_stream(kinesis, shards=2)
-    mapping = lambda_client.create_event_source_mapping(FunctionName=recorder.name, EventSourceArn=stream_arn,
-                                                        StartingPosition="TRIM_HORIZON")
+    mapping = lambda_client.create_event_source_mapping(
+        FunctionName=recorder.name, EventSourceArn=stream_arn, StartingPosition="TRIM_HORIZON"
+    )
     wait_mapping_state(lambda_client, mapping["UUID"], "Enabled")
 
     before = time.time()
@@ -83,7 +86,10 @@ def test_kinesis_records_are_delivered_in_aws_shape(probe: Any, lambda_client: A
         assert isinstance(record["kinesis"]["approximateArrivalTimestamp"], float)
         assert before - 1 <= record["kinesis"]["approximateArrivalTimestamp"] <= after + 1
         assert (record["eventSource"], record["eventName"], record["eventVersion"]) == (
-            "aws:kinesis", "aws:kinesis:record", "1.0")
+            "aws:kinesis",
+            "aws:kinesis:record",
+            "1.0",
+        )
         assert (record["awsRegion"], record["eventSourceARN"]) == (REGION, stream_arn)
         assert re.fullmatch(r"arn:aws:iam::\d{12}:role/.+", record["invokeIdentityArn"])
     for shard in {r["eventID"].split(":")[0] for r in records}:
@@ -93,33 +99,36 @@ def test_kinesis_records_are_delivered_in_aws_shape(probe: Any, lambda_client: A
     history = recorder.history()
     assert sorted(i for r in history for i in r["batchIds"]) == sorted(puts)
     assert {(r["invocationType"], r["source"], r["mapping"]) for r in history} == {
-        ("EventSourceMapping", "kinesis", mapping["UUID"])}
+        ("EventSourceMapping", "kinesis", mapping["UUID"])
+    }
 
 
 def test_kinesis_invoke_identity_arn_is_the_functions_role(probe: Any, lambda_client: Any, kinesis: Any) -> None:
     role = f"arn:aws:iam::{ACCOUNT}:role/{unique('probe-role')}"
     recorder: Probe = probe(Role=role)
     stream, stream_arn = create_stream(kinesis)
-    lambda_client.create_event_source_mapping(FunctionName=recorder.name, EventSourceArn=stream_arn,
-                                              StartingPosition="TRIM_HORIZON")
+    lambda_client.create_event_source_mapping(
+        FunctionName=recorder.name, EventSourceArn=stream_arn, StartingPosition="TRIM_HORIZON"
+    )
     kinesis.put_record(StreamName=stream, Data=b"{}", PartitionKey="p")
 
     assert recorder.wait_records(1)[0]["invokeIdentityArn"] == role
 
 
-def test_dynamodb_stream_records_are_delivered_in_aws_shape(probe: Any, lambda_client: Any,
-                                                            dynamodb: Any) -> None:
+def test_dynamodb_stream_records_are_delivered_in_aws_shape(probe: Any, lambda_client: Any, dynamodb: Any) -> None:
     recorder: Probe = probe()
     table, stream_arn = create_table(dynamodb, range_key=True, stream_view="NEW_AND_OLD_IMAGES")
-    mapping = lambda_client.create_event_source_mapping(FunctionName=recorder.name, EventSourceArn=stream_arn,
-                                                        StartingPosition="TRIM_HORIZON")
+    mapping = lambda_client.create_event_source_mapping(
+        FunctionName=recorder.name, EventSourceArn=stream_arn, StartingPosition="TRIM_HORIZON"
+    )
     wait_mapping_state(lambda_client, mapping["UUID"], "Enabled")
     key = {"pk": {"S": "user-1"}, "sk": {"S": "profile"}}
 
     before = time.time()
     dynamodb.put_item(TableName=table, Item={**key, "name": {"S": "Ada"}, "logins": {"N": "1"}})
-    dynamodb.update_item(TableName=table, Key=key, UpdateExpression="SET logins = :n",
-                         ExpressionAttributeValues={":n": {"N": "2"}})
+    dynamodb.update_item(
+        TableName=table, Key=key, UpdateExpression="SET logins = :n", ExpressionAttributeValues={":n": {"N": "2"}}
+    )
     dynamodb.delete_item(TableName=table, Key=key)
     after = time.time()
     records = recorder.wait_records(3)
@@ -174,8 +183,9 @@ def test_sqs_messages_are_delivered_in_aws_shape_and_deleted(probe: Any, lambda_
         assert (record["eventSource"], record["eventSourceARN"], record["awsRegion"]) == ("aws:sqs", queue_arn, REGION)
         if "MD5OfMessageAttributes" in response:
             assert record["md5OfMessageAttributes"] == response["MD5OfMessageAttributes"]
-            assert record["messageAttributes"] == {"kind": {
-                "stringValue": "kind-0", "stringListValues": [], "binaryListValues": [], "dataType": "String"}}
+            assert record["messageAttributes"] == {
+                "kind": {"stringValue": "kind-0", "stringListValues": [], "binaryListValues": [], "dataType": "String"}
+            }
         else:
             assert record["messageAttributes"] == {}
     wait_until(lambda: queue_counts(sqs, url) == (0, 0), "the delivered messages deleted from the queue")
@@ -185,25 +195,42 @@ def test_sqs_messages_are_delivered_in_aws_shape_and_deleted(probe: Any, lambda_
 
 
 def test_create_get_list_update_and_delete_a_mapping_with_aws_defaults(
-        probe: Any, lambda_client: Any, kinesis: Any, sqs: Any) -> None:
+    probe: Any, lambda_client: Any, kinesis: Any, sqs: Any
+) -> None:
     recorder: Probe = probe()
     _, stream_arn = create_stream(kinesis)
     _, queue_arn = create_queue(sqs)
 
     stream_mapping = lambda_client.create_event_source_mapping(
-        FunctionName=recorder.name, EventSourceArn=stream_arn, StartingPosition="LATEST")
+        FunctionName=recorder.name, EventSourceArn=stream_arn, StartingPosition="LATEST"
+    )
     queue_mapping = lambda_client.create_event_source_mapping(FunctionName=recorder.arn, EventSourceArn=queue_arn)
 
     assert stream_mapping["ResponseMetadata"]["HTTPStatusCode"] == 202
     assert stream_mapping["State"] == "Creating"
     assert (stream_mapping["EventSourceArn"], stream_mapping["FunctionArn"]) == (stream_arn, recorder.arn)
-    assert {key: stream_mapping[key] for key in (
-        "BatchSize", "MaximumBatchingWindowInSeconds", "StartingPosition", "ParallelizationFactor",
-        "MaximumRetryAttempts", "MaximumRecordAgeInSeconds", "BisectBatchOnFunctionError",
-        "DestinationConfig")} == {
-        "BatchSize": 100, "MaximumBatchingWindowInSeconds": 0, "StartingPosition": "LATEST",
-        "ParallelizationFactor": 1, "MaximumRetryAttempts": -1, "MaximumRecordAgeInSeconds": -1,
-        "BisectBatchOnFunctionError": False, "DestinationConfig": {"OnFailure": {}}}
+    assert {
+        key: stream_mapping[key]
+        for key in (
+            "BatchSize",
+            "MaximumBatchingWindowInSeconds",
+            "StartingPosition",
+            "ParallelizationFactor",
+            "MaximumRetryAttempts",
+            "MaximumRecordAgeInSeconds",
+            "BisectBatchOnFunctionError",
+            "DestinationConfig",
+        )
+    } == {
+        "BatchSize": 100,
+        "MaximumBatchingWindowInSeconds": 0,
+        "StartingPosition": "LATEST",
+        "ParallelizationFactor": 1,
+        "MaximumRetryAttempts": -1,
+        "MaximumRecordAgeInSeconds": -1,
+        "BisectBatchOnFunctionError": False,
+        "DestinationConfig": {"OnFailure": {}},
+    }
     assert queue_mapping["State"] == "Creating"
     assert (queue_mapping["BatchSize"], queue_mapping["MaximumBatchingWindowInSeconds"]) == (10, 0)
     assert "StartingPosition" not in queue_mapping
@@ -244,11 +271,13 @@ def test_an_updated_mapping_returns_to_enabled(probe: Any, lambda_client: Any, s
 
 
 def test_disabling_stops_delivery_and_enabling_resumes_without_loss_or_duplicates(
-        probe: Any, lambda_client: Any, kinesis: Any, control: Control) -> None:
+    probe: Any, lambda_client: Any, kinesis: Any, control: Control
+) -> None:
     recorder: Probe = probe()
     stream, stream_arn = create_stream(kinesis)
-    uuid_ = lambda_client.create_event_source_mapping(FunctionName=recorder.name, EventSourceArn=stream_arn,
-                                                      StartingPosition="TRIM_HORIZON")["UUID"]
+    uuid_ = lambda_client.create_event_source_mapping(
+        FunctionName=recorder.name, EventSourceArn=stream_arn, StartingPosition="TRIM_HORIZON"
+    )["UUID"]
     wait_mapping_state(lambda_client, uuid_, "Enabled")
 
     def put(n: int) -> None:
@@ -275,11 +304,13 @@ def test_disabling_stops_delivery_and_enabling_resumes_without_loss_or_duplicate
 
 
 def test_a_disabled_sqs_mapping_leaves_messages_in_the_queue_until_enabled(
-        probe: Any, lambda_client: Any, sqs: Any, control: Control) -> None:
+    probe: Any, lambda_client: Any, sqs: Any, control: Control
+) -> None:
     recorder: Probe = probe()
     url, queue_arn = create_queue(sqs)
-    uuid_ = lambda_client.create_event_source_mapping(FunctionName=recorder.name, EventSourceArn=queue_arn,
-                                                      Enabled=False)["UUID"]
+    uuid_ = lambda_client.create_event_source_mapping(
+        FunctionName=recorder.name, EventSourceArn=queue_arn, Enabled=False
+    )["UUID"]
     wait_mapping_state(lambda_client, uuid_, "Disabled")
 
     for n in range(3):
@@ -333,12 +364,14 @@ def test_a_mapping_to_an_unknown_function_is_not_found(lambda_client: Any, sqs: 
 # -- failures, end to end --------------------------------------------------------------------------------
 
 
-def test_a_failing_batch_is_retried_until_it_succeeds(probe: Any, lambda_client: Any, kinesis: Any,
-                                                      control: Control) -> None:
+def test_a_failing_batch_is_retried_until_it_succeeds(
+    probe: Any, lambda_client: Any, kinesis: Any, control: Control
+) -> None:
     recorder: Probe = probe()
     stream, stream_arn = create_stream(kinesis)
-    uuid_ = lambda_client.create_event_source_mapping(FunctionName=recorder.name, EventSourceArn=stream_arn,
-                                                      StartingPosition="TRIM_HORIZON")["UUID"]
+    uuid_ = lambda_client.create_event_source_mapping(
+        FunctionName=recorder.name, EventSourceArn=stream_arn, StartingPosition="TRIM_HORIZON"
+    )["UUID"]
     wait_mapping_state(lambda_client, uuid_, "Enabled")
     rule = control.add_fault(function=recorder.name, action="error", count=2)
 
@@ -348,23 +381,34 @@ def test_a_failing_batch_is_retried_until_it_succeeds(probe: Any, lambda_client:
 
     history = recorder.history()
     assert [(r["attempt"], r["outcome"], r["injectedFault"]) for r in history] == [
-        (1, "error", rule["id"]), (2, "error", rule["id"]), (3, "success", None)], history
+        (1, "error", rule["id"]),
+        (2, "error", rule["id"]),
+        (3, "success", None),
+    ], history
     assert len({tuple(r["batchIds"]) for r in history}) == 1, "the same batch each time"
     assert len(recorder.records()) == 1
 
 
 def test_report_batch_item_failures_on_sqs_returns_only_the_failed_message(
-        probe: Any, lambda_client: Any, sqs: Any, control: Control) -> None:
+    probe: Any, lambda_client: Any, sqs: Any, control: Control
+) -> None:
     recorder: Probe = probe("report-failures")
     # Warm the probe: a batch must finish well inside the visibility timeout, or SQS rightly redelivers it.
     lambda_client.invoke(FunctionName=recorder.name, Payload=b"{}")
     url, queue_arn = create_queue(sqs, VisibilityTimeout="2")
-    uuid_ = lambda_client.create_event_source_mapping(FunctionName=recorder.name, EventSourceArn=queue_arn,
-                                                      FunctionResponseTypes=["ReportBatchItemFailures"])["UUID"]
+    uuid_ = lambda_client.create_event_source_mapping(
+        FunctionName=recorder.name, EventSourceArn=queue_arn, FunctionResponseTypes=["ReportBatchItemFailures"]
+    )["UUID"]
     wait_mapping_state(lambda_client, uuid_, "Enabled")
 
-    sent = sqs.send_message_batch(QueueUrl=url, Entries=[
-        {"Id": "a", "MessageBody": "ok-a"}, {"Id": "b", "MessageBody": "FAIL-b"}, {"Id": "c", "MessageBody": "ok-c"}])
+    sent = sqs.send_message_batch(
+        QueueUrl=url,
+        Entries=[
+            {"Id": "a", "MessageBody": "ok-a"},
+            {"Id": "b", "MessageBody": "FAIL-b"},
+            {"Id": "c", "MessageBody": "ok-c"},
+        ],
+    )
     ids = {entry["Id"]: entry["MessageId"] for entry in sent["Successful"]}
     recorder.wait_records(4)  # three, then the failed one again once its visibility timeout ends
     wait_until(lambda: queue_counts(sqs, url) == (0, 0), "the queue drained")
@@ -380,20 +424,27 @@ def test_report_batch_item_failures_on_sqs_returns_only_the_failed_message(
 
 
 def test_when_retries_run_out_the_on_failure_queue_gets_awss_record(
-        probe: Any, lambda_client: Any, kinesis: Any, sqs: Any, control: Control) -> None:
+    probe: Any, lambda_client: Any, kinesis: Any, sqs: Any, control: Control
+) -> None:
     recorder: Probe = probe()
     stream, stream_arn = create_stream(kinesis)
     destination_url, destination_arn = create_queue(sqs)
     uuid_ = lambda_client.create_event_source_mapping(
-        FunctionName=recorder.name, EventSourceArn=stream_arn, StartingPosition="TRIM_HORIZON",
-        MaximumRetryAttempts=1, DestinationConfig={"OnFailure": {"Destination": destination_arn}})["UUID"]
+        FunctionName=recorder.name,
+        EventSourceArn=stream_arn,
+        StartingPosition="TRIM_HORIZON",
+        MaximumRetryAttempts=1,
+        DestinationConfig={"OnFailure": {"Destination": destination_arn}},
+    )["UUID"]
     wait_mapping_state(lambda_client, uuid_, "Enabled")
     control.add_fault(function=recorder.name, action="error", count=2)  # the first try and the one retry
 
     failed = kinesis.put_record(StreamName=stream, Data=b'{"n": 1}', PartitionKey="p")
     messages = wait_until(
         lambda: sqs.receive_message(QueueUrl=destination_url, WaitTimeSeconds=1).get("Messages"),
-        "the on-failure record", history=recorder.history)
+        "the on-failure record",
+        history=recorder.history,
+    )
     kinesis.put_record(StreamName=stream, Data=b'{"n": 2}', PartitionKey="p")
     delivered = recorder.wait_records(1)
 
@@ -404,12 +455,21 @@ def test_when_retries_run_out_the_on_failure_queue_gets_awss_record(
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", document["timestamp"])
     context = document["requestContext"]
     assert (context["functionArn"], context["condition"], context["approximateInvokeCount"]) == (
-        recorder.arn, "RetryAttemptsExhausted", 2)
-    assert document["responseContext"] == {"statusCode": 200, "executedVersion": "$LATEST",
-                                           "functionError": "Unhandled"}
+        recorder.arn,
+        "RetryAttemptsExhausted",
+        2,
+    )
+    assert document["responseContext"] == {
+        "statusCode": 200,
+        "executedVersion": "$LATEST",
+        "functionError": "Unhandled",
+    }
     batch = document["KinesisBatchInfo"]
     assert (batch["shardId"], batch["startSequenceNumber"], batch["endSequenceNumber"]) == (
-        failed["ShardId"], failed["SequenceNumber"], failed["SequenceNumber"])
+        failed["ShardId"],
+        failed["SequenceNumber"],
+        failed["SequenceNumber"],
+    )
     assert (batch["batchSize"], batch["streamArn"]) == (1, stream_arn)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", batch["approximateArrivalOfFirstRecord"])
     wait_until(control.quiescent, "quiescence")  # the probe stores records before its invocation ends

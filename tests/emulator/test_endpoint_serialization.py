@@ -53,8 +53,11 @@ def race_conditional_puts(endpoint: Endpoint) -> Counter[str]:
             for key in range(KEYS):
                 start_line.wait()
                 try:
-                    dynamodb.put_item(TableName=table, ConditionExpression="attribute_not_exists(pk)",
-                                      Item={"pk": {"S": f"key-{key}"}, "winner": {"N": str(number)}, **ATTRIBUTES})
+                    dynamodb.put_item(
+                        TableName=table,
+                        ConditionExpression="attribute_not_exists(pk)",
+                        Item={"pk": {"S": f"key-{key}"}, "winner": {"N": str(number)}, **ATTRIBUTES},
+                    )
                 except ClientError as error:
                     if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
                         raise

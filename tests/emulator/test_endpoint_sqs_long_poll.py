@@ -99,4 +99,3 @@ def test_a_long_poll_does_not_block_other_requests(endpoint: Endpoint, sqs: Any,
     assert dynamodb.scan(TableName=table, Select="COUNT")["Count"] == 5
     sqs.send_message(QueueUrl=url, MessageBody="release")  # end the long poll now
     assert [m["Body"] for m in poll.join().get("Messages", [])] == ["release"]
-

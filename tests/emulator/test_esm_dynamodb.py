@@ -44,8 +44,15 @@ def test_changes_arrive_in_order_as_aws_dynamodb_stream_events(harness: EngineHa
     sequence_numbers = [int(r["dynamodb"]["SequenceNumber"]) for r in records]
     assert sequence_numbers == sorted(sequence_numbers)
     for record in records:
-        assert set(record) == {"eventID", "eventName", "eventVersion", "eventSource", "awsRegion", "dynamodb",
-                               "eventSourceARN"}
+        assert set(record) == {
+            "eventID",
+            "eventName",
+            "eventVersion",
+            "eventSource",
+            "awsRegion",
+            "dynamodb",
+            "eventSourceARN",
+        }
         assert record["eventVersion"] == "1.1" and record["eventSource"] == "aws:dynamodb"
         assert record["awsRegion"] == REGION and record["eventSourceARN"] == stream
         assert re.fullmatch(r"[0-9a-f]{32}", record["eventID"])
@@ -95,8 +102,9 @@ def test_exhausted_retries_send_a_ddb_stream_invocation_record(harness: EngineHa
     table, stream = create_table(harness.moto)
     destination = create_queue(harness.moto)
     harness.function.respond = lambda call: fail("cannot")
-    created = harness.start(stream, MaximumRetryAttempts=1,
-                            DestinationConfig={"OnFailure": {"Destination": destination}})
+    created = harness.start(
+        stream, MaximumRetryAttempts=1, DestinationConfig={"OnFailure": {"Destination": destination}}
+    )
     with harness.moto.lock():  # one batch
         put_item(harness.moto, table, {"pk": {"S": "x"}})
         put_item(harness.moto, table, {"pk": {"S": "y"}})

@@ -145,7 +145,10 @@ def test_duplicate_next_delivers_a_batch_twice_and_the_first_outcome_counts(harn
 
     calls = harness.function.calls
     assert [(call.origin.duplicate, [d["n"] for d in call.data]) for call in calls] == [
-        (False, [0, 1, 2]), (True, [0, 1, 2]), (False, [3, 4])]
+        (False, [0, 1, 2]),
+        (True, [0, 1, 2]),
+        (False, [3, 4]),
+    ]
     assert calls[0].payload == calls[1].payload
     assert harness.engine.status(created.uuid)["duplicatesPending"] == 0
 
@@ -243,8 +246,12 @@ def test_shutdown_stops_every_thread_and_is_idempotent(harness: EngineHarness) -
 
     harness.engine.shutdown()
     harness.engine.shutdown()
-    wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith("esm-")], "no esm threads",
-               timeout=2, history=lambda: [t.name for t in threading.enumerate()])
+    wait_until(
+        lambda: not [t for t in threading.enumerate() if t.name.startswith("esm-")],
+        "no esm threads",
+        timeout=2,
+        history=lambda: [t.name for t in threading.enumerate()],
+    )
     with pytest.raises(RuntimeError):
         harness.start(stream)
 

@@ -65,8 +65,16 @@ def test_records_arrive_in_shard_order_as_aws_kinesis_events(harness: EngineHarn
             assert json.loads(record.kinesis.data)["key"] == record.kinesis.partitionKey
             assert isinstance(raw["kinesis"]["approximateArrivalTimestamp"], float)
             assert abs(raw["kinesis"]["approximateArrivalTimestamp"] - time.time()) < 60
-            assert set(raw) == {"kinesis", "eventSource", "eventVersion", "eventID", "eventName",
-                                "invokeIdentityArn", "awsRegion", "eventSourceARN"}
+            assert set(raw) == {
+                "kinesis",
+                "eventSource",
+                "eventVersion",
+                "eventID",
+                "eventName",
+                "invokeIdentityArn",
+                "awsRegion",
+                "eventSourceARN",
+            }
         assert call.function_arn == FUNCTION_ARN
         assert call.origin.invocation_type == "EventSourceMapping"
         assert call.origin.mapping_uuid == created.uuid
@@ -79,8 +87,10 @@ def test_records_arrive_in_shard_order_as_aws_kinesis_events(harness: EngineHarn
     harness.wait_idle(created.uuid)
     status = harness.engine.status(created.uuid)
     assert status["lag"] == 0
-    assert all(shard["checkpoint"] == max((s for s in shard_of if shard_of[s] == shard_id), key=int)
-               for shard_id, shard in status["shards"].items())
+    assert all(
+        shard["checkpoint"] == max((s for s in shard_of if shard_of[s] == shard_id), key=int)
+        for shard_id, shard in status["shards"].items()
+    )
 
 
 def test_batch_size_caps_each_batch(harness: EngineHarness) -> None:
@@ -121,8 +131,9 @@ def test_starting_position_at_timestamp_starts_at_the_first_record_after_it(harn
     stream = create_stream(harness.moto)
     write(harness, stream, [("k", i) for i in range(3)])
     with harness.moto.lock():
-        last_old = max(r.created_at for shard in kinesis_shards(harness.moto, stream).values()
-                       for r in shard.records.values())
+        last_old = max(
+            r.created_at for shard in kinesis_shards(harness.moto, stream).values() for r in shard.records.values()
+        )
     timestamp = last_old + 0.000_5
     wait_until(lambda: time.time() > timestamp + 0.001, "the clock to pass the timestamp")
     write(harness, stream, [("k", i) for i in range(3, 6)])
@@ -142,8 +153,7 @@ def test_a_failed_batch_blocks_its_shard_until_it_succeeds(harness: EngineHarnes
     harness.function.wait_for_calls(2)
     write(harness, stream, [("k", i) for i in range(3, 6)])
 
-    harness.function.wait_for(lambda calls: sum(len(c.records) for c in calls) >= 4 * 3 + 3,
-                              "retries, then more")
+    harness.function.wait_for(lambda calls: sum(len(c.records) for c in calls) >= 4 * 3 + 3, "retries, then more")
     harness.wait_idle(created.uuid)
     calls = harness.function.calls
     assert [[item["n"] for item in call.data] for call in calls[:4]] == [[0, 1, 2]] * 4
@@ -157,14 +167,14 @@ def test_exhausted_retries_send_the_invocation_record_and_the_shard_moves_on(har
     stream = create_stream(harness.moto)
     destination = create_queue(harness.moto)
     harness.function.respond = lambda call: fail("poison") if any(d["n"] == 1 for d in call.data) else ok()
-    created = harness.start(stream, BatchSize=2, MaximumRetryAttempts=2,
-                            DestinationConfig={"OnFailure": {"Destination": destination}})
+    created = harness.start(
+        stream, BatchSize=2, MaximumRetryAttempts=2, DestinationConfig={"OnFailure": {"Destination": destination}}
+    )
     sequence_numbers = write(harness, stream, [("k", 0), ("k", 1)])
     harness.function.wait_for_calls(3)
     write(harness, stream, [("k", 2)])
 
-    harness.function.wait_for(lambda calls: any(d["n"] == 2 for c in calls for d in c.data),
-                              "the next record")
+    harness.function.wait_for(lambda calls: any(d["n"] == 2 for c in calls for d in c.data), "the next record")
     harness.wait_idle(created.uuid)
     assert [call.origin.attempt for call in harness.function.calls] == [1, 2, 3, 1]
 
@@ -193,8 +203,9 @@ def test_records_older_than_the_maximum_age_are_discarded_unread(harness: Engine
         for shard in kinesis_shards(harness.moto, stream).values():
             for record in shard.records.values():
                 record.created_at -= 120  # written two minutes ago
-    created = harness.start(stream, MaximumRecordAgeInSeconds=60,
-                            DestinationConfig={"OnFailure": {"Destination": destination}})
+    created = harness.start(
+        stream, MaximumRecordAgeInSeconds=60, DestinationConfig={"OnFailure": {"Destination": destination}}
+    )
     write(harness, stream, [("k", 2)])
 
     harness.function.wait_for_calls(1)
@@ -212,15 +223,21 @@ def test_bisect_isolates_a_poison_record(harness: EngineHarness) -> None:
     destination = create_queue(harness.moto)
     harness.function.respond = lambda call: fail("poison") if any(d["n"] == 5 for d in call.data) else ok()
     write(harness, stream, [("k", i) for i in range(8)])
-    created = harness.start(stream, BatchSize=8, BisectBatchOnFunctionError=True, MaximumRetryAttempts=1,
-                            DestinationConfig={"OnFailure": {"Destination": destination}})
+    created = harness.start(
+        stream,
+        BatchSize=8,
+        BisectBatchOnFunctionError=True,
+        MaximumRetryAttempts=1,
+        DestinationConfig={"OnFailure": {"Destination": destination}},
+    )
 
     harness.wait_idle(created.uuid)
     sizes = [(len(call.records), call.data[0]["n"]) for call in harness.function.calls]
     # 8 fails -> [0..3] ok, [4..7] fails -> [4,5] fails, [6,7] ok after -> [4] ok, [5] fails twice.
     assert sizes == [(8, 0), (4, 0), (4, 4), (2, 4), (1, 4), (1, 5), (1, 5), (2, 6)]
-    succeeded = [d["n"] for call in harness.function.calls if not any(d["n"] == 5 for d in call.data)
-                 for d in call.data]
+    succeeded = [
+        d["n"] for call in harness.function.calls if not any(d["n"] == 5 for d in call.data) for d in call.data
+    ]
     assert sorted(succeeded) == [0, 1, 2, 3, 4, 6, 7]
     [message] = queue_messages(harness.moto, destination)
     record = json.loads(message.body)
@@ -246,14 +263,18 @@ def test_report_batch_item_failures_retries_from_the_lowest_failed_record(harnes
     assert shard["checkpoint"] == sequence_numbers[5]
 
 
-@pytest.mark.parametrize("response", [
-    item_failures(["49000000000000000000000000000000000000000000000000000000000"]),  # not in the batch
-    item_failures([""]),
-    item_failures([None]),
-    ok({"batchItemFailures": [{"sequenceNumber": "1"}]}),  # bad key name
-    ok({"batchItemFailures": "all"}),
-    ok("done"),
-], ids=["unknown", "empty", "null", "bad-key", "not-a-list", "not-an-object"])
+@pytest.mark.parametrize(
+    "response",
+    [
+        item_failures(["49000000000000000000000000000000000000000000000000000000000"]),  # not in the batch
+        item_failures([""]),
+        item_failures([None]),
+        ok({"batchItemFailures": [{"sequenceNumber": "1"}]}),  # bad key name
+        ok({"batchItemFailures": "all"}),
+        ok("done"),
+    ],
+    ids=["unknown", "empty", "null", "bad-key", "not-a-list", "not-an-object"],
+)
 def test_an_invalid_batch_response_fails_the_whole_batch(harness: EngineHarness, response) -> None:
     stream = create_stream(harness.moto)
     responses = iter([response])
@@ -266,8 +287,11 @@ def test_an_invalid_batch_response_fails_the_whole_batch(harness: EngineHarness,
     assert [[item["n"] for item in call.data] for call in harness.function.calls] == [[0, 1, 2], [0, 1, 2]]
 
 
-@pytest.mark.parametrize("response", [ok(None), ok({}), ok({"batchItemFailures": []}),
-                                      ok({"batchItemFailures": None})], ids=["null", "empty", "[]", "none"])
+@pytest.mark.parametrize(
+    "response",
+    [ok(None), ok({}), ok({"batchItemFailures": []}), ok({"batchItemFailures": None})],
+    ids=["null", "empty", "[]", "none"],
+)
 def test_an_empty_batch_response_is_success(harness: EngineHarness, response) -> None:
     stream = create_stream(harness.moto)
     harness.function.respond = lambda call: response
@@ -327,8 +351,7 @@ def test_a_child_shard_waits_until_its_parent_is_done(harness: EngineHarness) ->
     delivered = harness.function.delivered()
     assert sorted(item["n"] for item in delivered) == [0, 1, 2, 3, 10, 11, 12, 13]
     assert [item["n"] for item in delivered[:4]] == [0, 1, 2, 3], "the parent is finished first"
-    child_events = {record["eventID"].split(":")[0]
-                    for call in harness.function.calls[2:] for record in call.records}
+    child_events = {record["eventID"].split(":")[0] for call in harness.function.calls[2:] for record in call.records}
     assert child_events <= children
     status = harness.engine.status(created.uuid)["shards"]
     assert status["shardId-000000000000"]["finished"] is True
@@ -336,8 +359,10 @@ def test_a_child_shard_waits_until_its_parent_is_done(harness: EngineHarness) ->
 
 def test_throttles_are_retried_without_using_retry_attempts(harness: EngineHarness) -> None:
     stream = create_stream(harness.moto)
-    errors = iter([LambdaServiceError(429, "TooManyRequestsException", "Rate exceeded")] * 3
-                  + [LambdaServiceError(404, "ResourceNotFoundException", "Function not found")])
+    errors = iter(
+        [LambdaServiceError(429, "TooManyRequestsException", "Rate exceeded")] * 3
+        + [LambdaServiceError(404, "ResourceNotFoundException", "Function not found")]
+    )
 
     def respond(call):
         error = next(errors, None)
@@ -366,8 +391,9 @@ def test_records_data_is_delivered_base64_as_written(harness: EngineHarness) -> 
 
 def test_invoke_identity_arn_is_the_role_the_lambda_api_names(harness: EngineHarness) -> None:
     role = f"arn:aws:iam::{ACCOUNT}:role/service-role/esm-test-role"
-    engine = EventSourceMappingEngine(harness.config, harness.moto, harness.function, lambda *_: None,
-                                      invoke_identity_arn=lambda function_arn: role)
+    engine = EventSourceMappingEngine(
+        harness.config, harness.moto, harness.function, lambda *_: None, invoke_identity_arn=lambda function_arn: role
+    )
     harness.engines.append(engine)
     stream = create_stream(harness.moto)
     put_record(harness.moto, stream, "k", {"n": 1})

@@ -24,10 +24,18 @@ from tests.emulator.support.esm import (
 def test_messages_arrive_as_aws_sqs_events_and_are_deleted(harness: EngineHarness) -> None:
     queue = create_queue(harness.moto)
     created = harness.start(queue, BatchSize=10)
-    sent = [send_message(harness.moto, queue, f"body-{i}",
-                         message_attributes={"kind": {"DataType": "String", "StringValue": "test"},
-                                             "blob": {"DataType": "Binary", "BinaryValue": b"hi"}})
-            for i in range(3)]
+    sent = [
+        send_message(
+            harness.moto,
+            queue,
+            f"body-{i}",
+            message_attributes={
+                "kind": {"DataType": "String", "StringValue": "test"},
+                "blob": {"DataType": "Binary", "BinaryValue": b"hi"},
+            },
+        )
+        for i in range(3)
+    ]
 
     harness.function.wait_for(lambda calls: sum(len(c.records) for c in calls) >= 3, "3 messages")
     harness.wait_idle(created.uuid)
@@ -40,15 +48,17 @@ def test_messages_arrive_as_aws_sqs_events_and_are_deleted(harness: EngineHarnes
         assert record["body"] == f"body-{i}" and record["receiptHandle"]
         assert record["eventSource"] == "aws:sqs" and record["eventSourceARN"] == queue
         assert record["awsRegion"] == REGION and len(record["md5OfBody"]) == 32
-        assert set(record["attributes"]) == {"ApproximateReceiveCount", "SentTimestamp", "SenderId",
-                                             "ApproximateFirstReceiveTimestamp"}
+        assert set(record["attributes"]) == {
+            "ApproximateReceiveCount",
+            "SentTimestamp",
+            "SenderId",
+            "ApproximateFirstReceiveTimestamp",
+        }
         assert record["attributes"]["ApproximateReceiveCount"] == "1"
         assert record["attributes"]["SentTimestamp"].isdigit()
         assert record["messageAttributes"] == {
-            "kind": {"stringValue": "test", "stringListValues": [], "binaryListValues": [],
-                     "dataType": "String"},
-            "blob": {"binaryValue": "aGk=", "stringListValues": [], "binaryListValues": [],
-                     "dataType": "Binary"},
+            "kind": {"stringValue": "test", "stringListValues": [], "binaryListValues": [], "dataType": "String"},
+            "blob": {"binaryValue": "aGk=", "stringListValues": [], "binaryListValues": [], "dataType": "Binary"},
         }
         assert len(record["md5OfMessageAttributes"]) == 32
     assert harness.function.calls[0].origin.source == "sqs"
@@ -56,8 +66,9 @@ def test_messages_arrive_as_aws_sqs_events_and_are_deleted(harness: EngineHarnes
 
 def test_failed_messages_return_after_the_visibility_timeout_then_go_to_dlq(harness: EngineHarness) -> None:
     dlq = create_queue(harness.moto)
-    queue = create_queue(harness.moto, VisibilityTimeout=1,
-                         RedrivePolicy=json.dumps({"deadLetterTargetArn": dlq, "maxReceiveCount": 2}))
+    queue = create_queue(
+        harness.moto, VisibilityTimeout=1, RedrivePolicy=json.dumps({"deadLetterTargetArn": dlq, "maxReceiveCount": 2})
+    )
     harness.function.respond = lambda call: fail("cannot")
     created = harness.start(queue)
     message_id = send_message(harness.moto, queue, "doomed")
@@ -65,8 +76,7 @@ def test_failed_messages_return_after_the_visibility_timeout_then_go_to_dlq(harn
     harness.function.wait_for_calls(2)
     # The third receive finds the receive count at maxReceiveCount: SQS moves it to the DLQ instead.
     harness.wait_idle(created.uuid, timeout=10)
-    receive_counts = [call.records[0]["attributes"]["ApproximateReceiveCount"]
-                      for call in harness.function.calls]
+    receive_counts = [call.records[0]["attributes"]["ApproximateReceiveCount"] for call in harness.function.calls]
     assert receive_counts == ["1", "2"]
     assert [call.ids for call in harness.function.calls] == [[message_id], [message_id]]
     assert queue_messages(harness.moto, queue) == []
@@ -111,8 +121,7 @@ def test_fifo_keeps_one_batch_per_group_in_flight_and_each_group_in_order(harnes
             send_message(harness.moto, queue, json.dumps({"group": group, "n": n}), group_id=group)
     created = harness.start(queue, BatchSize=2)
     harness.function.wait_in_flight(2)
-    in_flight_groups = [{r["attributes"]["MessageGroupId"] for r in call.records}
-                        for call in harness.function.calls]
+    in_flight_groups = [{r["attributes"]["MessageGroupId"] for r in call.records} for call in harness.function.calls]
     gate.open()
     harness.wait_idle(created.uuid)
 

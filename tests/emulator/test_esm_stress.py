@@ -40,8 +40,9 @@ class ChaoticFunction:
             if keys & self.keys_in_flight:
                 self.overlaps.append(keys & self.keys_in_flight)
             self.keys_in_flight |= keys
-            choice = "ok" if call.origin.attempt >= 4 else self.random.choice(
-                ["ok", "ok", "error", "partial", "throttle"])
+            choice = (
+                "ok" if call.origin.attempt >= 4 else self.random.choice(["ok", "ok", "error", "partial", "throttle"])
+            )
             if choice == "partial":
                 failed_at = self.random.randrange(len(data))
                 self.acknowledged.extend((item["key"], item["n"]) for item in data[:failed_at])
@@ -58,13 +59,17 @@ class ChaoticFunction:
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_random_failures_never_lose_reorder_or_repeat_an_acknowledged_record(
-        harness: EngineHarness, seed: int) -> None:
+def test_random_failures_never_lose_reorder_or_repeat_an_acknowledged_record(harness: EngineHarness, seed: int) -> None:
     stream = create_stream(harness.moto, shards=2)
     chaos = ChaoticFunction(seed)
     harness.function.respond = chaos
-    created = harness.start(stream, BatchSize=7, ParallelizationFactor=3, BisectBatchOnFunctionError=True,
-                            FunctionResponseTypes=["ReportBatchItemFailures"])
+    created = harness.start(
+        stream,
+        BatchSize=7,
+        ParallelizationFactor=3,
+        BisectBatchOnFunctionError=True,
+        FunctionResponseTypes=["ReportBatchItemFailures"],
+    )
     keys = [f"user-{i}" for i in range(9)]
     counters: dict[str, int] = defaultdict(int)
 
@@ -88,5 +93,6 @@ def test_random_failures_never_lose_reorder_or_repeat_an_acknowledged_record(
     for key, n in chaos.acknowledged:
         by_key[key].append(n)
     assert {key: numbers for key, numbers in by_key.items()} == {
-        key: list(range(count)) for key, count in counters.items()}, "lost or out of order"
+        key: list(range(count)) for key, count in counters.items()
+    }, "lost or out of order"
     assert harness.engine.status(created.uuid)["lag"] == 0

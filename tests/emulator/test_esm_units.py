@@ -29,8 +29,10 @@ def failures(*identifiers: object) -> bytes:
     return json.dumps({"batchItemFailures": [{"itemIdentifier": i} for i in identifiers]}).encode()
 
 
-@pytest.mark.parametrize("payload", [b"", b"null", b"{}", b'{"batchItemFailures": []}',
-                                     b'{"batchItemFailures": null}', b'{"other": 1}', b"  \n"])
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"null", b"{}", b'{"batchItemFailures": []}', b'{"batchItemFailures": null}', b'{"other": 1}', b"  \n"],
+)
 def test_responses_that_report_no_failure(payload: bytes) -> None:
     assert batch_item_failures(payload, IDS) == []
 
@@ -39,11 +41,22 @@ def test_reported_failures_are_returned_once_each_in_order() -> None:
     assert batch_item_failures(failures("103", "101", "103"), IDS) == ["103", "101"]
 
 
-@pytest.mark.parametrize("payload", [
-    b"not json", b'"done"', b"[]", b"42", b'{"batchItemFailures": {}}', failures("999"), failures(""),
-    failures(None), failures(101), b'{"batchItemFailures": [{"ItemIdentifier": "101"}]}',
-    b'{"batchItemFailures": ["101"]}',
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"not json",
+        b'"done"',
+        b"[]",
+        b"42",
+        b'{"batchItemFailures": {}}',
+        failures("999"),
+        failures(""),
+        failures(None),
+        failures(101),
+        b'{"batchItemFailures": [{"ItemIdentifier": "101"}]}',
+        b'{"batchItemFailures": ["101"]}',
+    ],
+)
 def test_responses_that_fail_the_whole_batch(payload: bytes) -> None:
     with pytest.raises(InvalidBatchResponse):
         batch_item_failures(payload, IDS)
@@ -97,8 +110,10 @@ def test_checkpoint_store_round_trip_and_atomic_files(tmp_path: Path) -> None:
     store = CheckpointStore(tmp_path / "checkpoints")
     arn = "arn:aws:kinesis:us-east-1:000000000000:stream/s"
     big = 49_600_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000_123
-    shards = {"shardId-000000000000": ShardCheckpoint(big, [big + 2], False),
-              "shardId-000000000001": ShardCheckpoint(None, [], True)}
+    shards = {
+        "shardId-000000000000": ShardCheckpoint(big, [big + 2], False),
+        "shardId-000000000001": ShardCheckpoint(None, [], True),
+    }
     store.save("u1", arn, shards)
     assert store.load("u1", arn) == shards
     assert store.load("u1", "arn:aws:kinesis:us-east-1:000000000000:stream/other") is None

@@ -49,8 +49,9 @@ def test_kinesis_patterns_see_the_decoded_json_data_and_the_metadata() -> None:
 
 
 def test_dynamodb_patterns_see_the_whole_record() -> None:
-    inserts_of_a = compile_criteria("dynamodb", criteria(
-        {"eventName": ["INSERT"], "dynamodb": {"NewImage": {"name": {"S": [{"prefix": "A"}]}}}}))
+    inserts_of_a = compile_criteria(
+        "dynamodb", criteria({"eventName": ["INSERT"], "dynamodb": {"NewImage": {"name": {"S": [{"prefix": "A"}]}}}})
+    )
     record = {"eventName": "INSERT", "dynamodb": {"NewImage": {"name": {"S": "Ada"}}}}
     assert inserts_of_a.accepts(record)
     assert not inserts_of_a.accepts({**record, "eventName": "MODIFY"})
@@ -72,14 +73,17 @@ def test_no_criteria_accept_everything() -> None:
         assert not record_filter.active and record_filter.accepts({"body": "anything"})
 
 
-@pytest.mark.parametrize(("bad", "why"), [
-    ({"Filters": [{"Pattern": "{not json"}]}, "Invalid JSON"),
-    ({"Filters": [{"Pattern": '{"body": "plain"}'}]}, "must be an object or an array"),
-    ({"Filters": [{"Pattern": "{}"}]}, "non-empty JSON object"),
-    ({"Filters": [{}]}, "no Pattern"),
-    ({"Filters": [{"Pattern": '{"a": ["x"]}'}] * (MAX_FILTERS + 1)}, f"at most {MAX_FILTERS}"),
-    ({"Other": []}, "one member, Filters"),
-])
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ({"Filters": [{"Pattern": "{not json"}]}, "Invalid JSON"),
+        ({"Filters": [{"Pattern": '{"body": "plain"}'}]}, "must be an object or an array"),
+        ({"Filters": [{"Pattern": "{}"}]}, "non-empty JSON object"),
+        ({"Filters": [{}]}, "no Pattern"),
+        ({"Filters": [{"Pattern": '{"a": ["x"]}'}] * (MAX_FILTERS + 1)}, f"at most {MAX_FILTERS}"),
+        ({"Other": []}, "one member, Filters"),
+    ],
+)
 def test_malformed_criteria_are_refused_saying_why(bad: dict[str, Any], why: str) -> None:
     with pytest.raises(FilterCriteriaError, match=why):
         compile_criteria("sqs", bad)
@@ -89,18 +93,21 @@ def test_malformed_criteria_are_refused_saying_why(bad: dict[str, Any], why: str
 
 
 def test_the_api_refuses_a_bad_pattern_keeps_a_good_one_and_removes_it_with_empty_criteria(
-        probe: Any, lambda_client: Any, sqs: Any) -> None:
+    probe: Any, lambda_client: Any, sqs: Any
+) -> None:
     recorder: Probe = probe()
     _, queue_arn = create_queue(sqs)
     with pytest.raises(ClientError) as raised:
-        lambda_client.create_event_source_mapping(FunctionName=recorder.name, EventSourceArn=queue_arn,
-                                                  FilterCriteria={"Filters": [{"Pattern": "{nope"}]})
+        lambda_client.create_event_source_mapping(
+            FunctionName=recorder.name, EventSourceArn=queue_arn, FilterCriteria={"Filters": [{"Pattern": "{nope"}]}
+        )
     assert raised.value.response["Error"]["Code"] == "InvalidParameterValueException"
     assert "Invalid filter pattern definition" in raised.value.response["Error"]["Message"]
 
     good = criteria({"body": {"kind": ["keep"]}})
-    uuid_ = lambda_client.create_event_source_mapping(FunctionName=recorder.name, EventSourceArn=queue_arn,
-                                                      FilterCriteria=good)["UUID"]
+    uuid_ = lambda_client.create_event_source_mapping(
+        FunctionName=recorder.name, EventSourceArn=queue_arn, FilterCriteria=good
+    )["UUID"]
     assert lambda_client.get_event_source_mapping(UUID=uuid_)["FilterCriteria"] == good
     wait_mapping_state(lambda_client, uuid_, "Enabled")
     lambda_client.update_event_source_mapping(UUID=uuid_, FilterCriteria={})
@@ -111,16 +118,21 @@ def test_the_api_refuses_a_bad_pattern_keeps_a_good_one_and_removes_it_with_empt
 
 
 def test_kinesis_records_that_match_no_filter_are_skipped_and_the_shard_moves_on(
-        probe: Any, lambda_client: Any, kinesis: Any, control: Control) -> None:
+    probe: Any, lambda_client: Any, kinesis: Any, control: Control
+) -> None:
     recorder: Probe = probe()
     stream, stream_arn = create_stream(kinesis)
     uuid_ = lambda_client.create_event_source_mapping(
-        FunctionName=recorder.name, EventSourceArn=stream_arn, StartingPosition="TRIM_HORIZON",
-        FilterCriteria=criteria({"data": {"kind": ["keep"]}}))["UUID"]
+        FunctionName=recorder.name,
+        EventSourceArn=stream_arn,
+        StartingPosition="TRIM_HORIZON",
+        FilterCriteria=criteria({"data": {"kind": ["keep"]}}),
+    )["UUID"]
     wait_mapping_state(lambda_client, uuid_, "Enabled")
 
-    for n, data in enumerate([b'{"kind": "keep", "n": 1}', b'{"kind": "drop", "n": 2}', b"not json",
-                              b'{"kind": "keep", "n": 4}']):
+    for n, data in enumerate(
+        [b'{"kind": "keep", "n": 1}', b'{"kind": "drop", "n": 2}', b"not json", b'{"kind": "keep", "n": 4}']
+    ):
         kinesis.put_record(StreamName=stream, Data=data, PartitionKey=f"p{n}")
     recorder.wait_records(2)
     wait_until(control.quiescent, "quiescence: every record delivered or discarded")
@@ -131,13 +143,18 @@ def test_kinesis_records_that_match_no_filter_are_skipped_and_the_shard_moves_on
 
 
 def test_dynamodb_stream_records_are_filtered_on_event_name_and_image(
-        probe: Any, lambda_client: Any, dynamodb: Any, control: Control) -> None:
+    probe: Any, lambda_client: Any, dynamodb: Any, control: Control
+) -> None:
     recorder: Probe = probe()
     table, stream_arn = create_table(dynamodb, stream_view="NEW_AND_OLD_IMAGES")
     uuid_ = lambda_client.create_event_source_mapping(
-        FunctionName=recorder.name, EventSourceArn=stream_arn, StartingPosition="TRIM_HORIZON",
-        FilterCriteria=criteria({"eventName": ["INSERT"],
-                                 "dynamodb": {"NewImage": {"name": {"S": [{"prefix": "A"}]}}}}))["UUID"]
+        FunctionName=recorder.name,
+        EventSourceArn=stream_arn,
+        StartingPosition="TRIM_HORIZON",
+        FilterCriteria=criteria(
+            {"eventName": ["INSERT"], "dynamodb": {"NewImage": {"name": {"S": [{"prefix": "A"}]}}}}
+        ),
+    )["UUID"]
     wait_mapping_state(lambda_client, uuid_, "Enabled")
 
     dynamodb.put_item(TableName=table, Item={"pk": {"S": "1"}, "name": {"S": "Ada"}})
@@ -152,12 +169,15 @@ def test_dynamodb_stream_records_are_filtered_on_event_name_and_image(
 
 
 def test_sqs_messages_that_match_no_filter_are_deleted_without_invoking(
-        probe: Any, lambda_client: Any, sqs: Any, control: Control) -> None:
+    probe: Any, lambda_client: Any, sqs: Any, control: Control
+) -> None:
     recorder: Probe = probe()
     url, queue_arn = create_queue(sqs)
     uuid_ = lambda_client.create_event_source_mapping(
-        FunctionName=recorder.name, EventSourceArn=queue_arn,
-        FilterCriteria=criteria({"body": {"n": [{"numeric": [">", 1]}]}}, {"body": ["ping"]}))["UUID"]
+        FunctionName=recorder.name,
+        EventSourceArn=queue_arn,
+        FilterCriteria=criteria({"body": {"n": [{"numeric": [">", 1]}]}}, {"body": ["ping"]}),
+    )["UUID"]
     wait_mapping_state(lambda_client, uuid_, "Enabled")
 
     for body in ['{"n": 0}', '{"n": 1}', '{"n": 2}', '{"n": 3}', "ping", "pong"]:
@@ -168,5 +188,7 @@ def test_sqs_messages_that_match_no_filter_are_deleted_without_invoking(
     assert sorted(r["body"] for r in recorder.records()) == sorted(['{"n": 2}', '{"n": 3}', "ping"])
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     assert (attributes["ApproximateNumberOfMessages"], attributes["ApproximateNumberOfMessagesNotVisible"]) == (
-        "0", "0"), "the filtered-out messages are deleted, as AWS deletes them"
+        "0",
+        "0",
+    ), "the filtered-out messages are deleted, as AWS deletes them"
     assert control.ok("GET", f"mappings/{uuid_}")["engine"]["filteredOut"] == 3

@@ -57,12 +57,20 @@ def handler(event, context):
 
 
 def create_function_body(name: str) -> bytes:
-    return json.dumps({"FunctionName": name, "Runtime": RUNTIME, "Role": ROLE, "Handler": "app.handler",
-                       "Code": {"ZipFile": base64.b64encode(make_zip({"app.py": ATTACK_SOURCE})).decode()}}).encode()
+    return json.dumps(
+        {
+            "FunctionName": name,
+            "Runtime": RUNTIME,
+            "Role": ROLE,
+            "Handler": "app.handler",
+            "Code": {"ZipFile": base64.b64encode(make_zip({"app.py": ATTACK_SOURCE})).decode()},
+        }
+    ).encode()
 
 
-def browser_headers(origin: str | None = EVIL, site: str | None = "cross-site",
-                    host: str | None = None) -> dict[str, str]:
+def browser_headers(
+    origin: str | None = EVIL, site: str | None = "cross-site", host: str | None = None
+) -> dict[str, str]:
     """What a browser sends for a page's `fetch(url, {method: "POST", mode: "no-cors", body})`: a simple
     request (text/plain, no preflight), unsigned, marked with the page's origin."""
     headers = {"Content-Type": "text/plain;charset=UTF-8", "Accept": "*/*"}
@@ -83,12 +91,15 @@ def function_names(endpoint: Endpoint) -> set[str]:
 # -- the browser ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("headers", [
-    pytest.param(browser_headers(), id="cross-site-page"),
-    pytest.param(browser_headers(origin="http://localhost:3000", site="same-site"), id="other-localhost-port"),
-    pytest.param(browser_headers(origin="null", site="cross-site"), id="sandboxed-iframe"),
-    pytest.param(browser_headers(origin=None, site=None), id="unsigned-no-browser-headers"),
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param(browser_headers(), id="cross-site-page"),
+        pytest.param(browser_headers(origin="http://localhost:3000", site="same-site"), id="other-localhost-port"),
+        pytest.param(browser_headers(origin="null", site="cross-site"), id="sandboxed-iframe"),
+        pytest.param(browser_headers(origin=None, site=None), id="unsigned-no-browser-headers"),
+    ],
+)
 def test_a_web_page_cannot_create_a_function(endpoint: Endpoint, tmp_path: Path, headers: dict[str, str]) -> None:
     name = unique("csrf")
     response = send(endpoint, "POST", "/2015-03-31/functions", create_function_body(name), headers)
@@ -98,28 +109,38 @@ def test_a_web_page_cannot_create_a_function(endpoint: Endpoint, tmp_path: Path,
     assert name not in function_names(endpoint), "the page's request created a function"
 
 
-def test_a_web_page_cannot_invoke_an_existing_function(endpoint: Endpoint, functions: Functions, control: Control,
-                                                       tmp_path: Path) -> None:
+def test_a_web_page_cannot_invoke_an_existing_function(
+    endpoint: Endpoint, functions: Functions, control: Control, tmp_path: Path
+) -> None:
     name = functions.create(ATTACK_SOURCE)
     marker = tmp_path / "owned"
     before = control.get("history", function=name).body["invocations"]
 
-    response = send(endpoint, "POST", f"/2015-03-31/functions/{name}/invocations",
-                    json.dumps({"path": str(marker)}).encode(), browser_headers())
+    response = send(
+        endpoint,
+        "POST",
+        f"/2015-03-31/functions/{name}/invocations",
+        json.dumps({"path": str(marker)}).encode(),
+        browser_headers(),
+    )
 
     assert response.status == 403, response
     assert not marker.exists(), "the function ran for a cross-site page"
     assert control.get("history", function=name).body["invocations"] == before
 
 
-@pytest.mark.parametrize("method, path, body", [
-    ("POST", "/_esjoin/faults", b'{"function": "x", "action": "error"}'),
-    ("DELETE", "/_esjoin/history", b""),
-    ("GET", "/_esjoin/history", b""),
-    ("POST", "/", b'{"TableName": "t"}'),
-])
-def test_the_control_api_and_aws_apis_refuse_a_foreign_origin(endpoint: Endpoint, control: Control, method: str,
-                                                              path: str, body: bytes) -> None:
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("POST", "/_esjoin/faults", b'{"function": "x", "action": "error"}'),
+        ("DELETE", "/_esjoin/history", b""),
+        ("GET", "/_esjoin/history", b""),
+        ("POST", "/", b'{"TableName": "t"}'),
+    ],
+)
+def test_the_control_api_and_aws_apis_refuse_a_foreign_origin(
+    endpoint: Endpoint, control: Control, method: str, path: str, body: bytes
+) -> None:
     faults_before = control.get("faults").body
     headers = {**browser_headers(), **(signed("dynamodb", "DynamoDB_20120810.DescribeTable") if path == "/" else {})}
     headers["Origin"] = EVIL
@@ -131,17 +152,34 @@ def test_the_control_api_and_aws_apis_refuse_a_foreign_origin(endpoint: Endpoint
     assert control.get("faults").body == faults_before
 
 
-@pytest.mark.parametrize("host", ["evil.example", "evil.example:4566", "127.0.0.1.nip.io", "localhost.evil.example",
-                                  "[2001:db8::1]:4566", "10.0.0.1"])
-@pytest.mark.parametrize("method, path", [("GET", "/_esjoin/health"), ("POST", "/_esjoin/faults"),
-                                          ("POST", "/2015-03-31/functions"), ("POST", "/")])
-def test_dns_rebinding_is_refused_on_every_route(endpoint: Endpoint, control: Control, host: str, method: str,
-                                                 path: str) -> None:
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example",
+        "evil.example:4566",
+        "127.0.0.1.nip.io",
+        "localhost.evil.example",
+        "[2001:db8::1]:4566",
+        "10.0.0.1",
+    ],
+)
+@pytest.mark.parametrize(
+    "method, path",
+    [("GET", "/_esjoin/health"), ("POST", "/_esjoin/faults"), ("POST", "/2015-03-31/functions"), ("POST", "/")],
+)
+def test_dns_rebinding_is_refused_on_every_route(
+    endpoint: Endpoint, control: Control, host: str, method: str, path: str
+) -> None:
     """The page's own name, resolved to 127.0.0.1: no Origin to tell, but its Host says who it is."""
     name = unique("rebind")
     body = create_function_body(name) if "functions" in path else b'{"function": "x", "action": "error"}'
-    headers = {**signed("lambda" if "functions" in path else "dynamodb",
-                        None if "functions" in path else "DynamoDB_20120810.ListTables"), "Host": host}
+    headers = {
+        **signed(
+            "lambda" if "functions" in path else "dynamodb",
+            None if "functions" in path else "DynamoDB_20120810.ListTables",
+        ),
+        "Host": host,
+    }
 
     response = send(endpoint, method, path, body, headers)
 
@@ -163,9 +201,17 @@ def test_an_allow_listed_origin_and_container_host_are_served_with_cors(tmp_path
     console = "http://localhost:3000"
     started = start_endpoint(tmp_path, allowed_origins=frozenset({console}), allowed_hosts=frozenset({"emulator"}))
     try:
-        preflight = send(started, "OPTIONS", "/_esjoin/faults", headers={
-            "Origin": console, "Access-Control-Request-Method": "POST", "Sec-Fetch-Site": "same-site",
-            "Access-Control-Request-Headers": "content-type"})
+        preflight = send(
+            started,
+            "OPTIONS",
+            "/_esjoin/faults",
+            headers={
+                "Origin": console,
+                "Access-Control-Request-Method": "POST",
+                "Sec-Fetch-Site": "same-site",
+                "Access-Control-Request-Headers": "content-type",
+            },
+        )
         assert preflight.status == 200, preflight
         assert preflight.headers["access-control-allow-origin"] == console
 
@@ -184,8 +230,9 @@ def test_an_allow_listed_origin_and_container_host_are_served_with_cors(tmp_path
 
 def test_the_endpoints_own_origin_is_allowed(endpoint: Endpoint) -> None:
     """A page the endpoint serves itself (the console) calls it from its own origin."""
-    response = send(endpoint, "GET", "/_esjoin/faults", headers={"Origin": endpoint.url,
-                                                                 "Sec-Fetch-Site": "same-origin"})
+    response = send(
+        endpoint, "GET", "/_esjoin/faults", headers={"Origin": endpoint.url, "Sec-Fetch-Site": "same-origin"}
+    )
 
     assert response.status == 200, response
 
@@ -256,8 +303,9 @@ def test_a_100_mb_put_record_is_refused_before_it_is_read(endpoint: Endpoint, co
     rss_before = rss_bytes()
     body = b'{"StreamName": "s", "PartitionKey": "p", "Data": "' + b"A" * (100 << 20) + b'"}'
 
-    response = send(endpoint, "POST", "/", body, signed("kinesis", "Kinesis_20131202.PutRecord",
-                                                         "application/x-amz-json-1.1"))
+    response = send(
+        endpoint, "POST", "/", body, signed("kinesis", "Kinesis_20131202.PutRecord", "application/x-amz-json-1.1")
+    )
     del body
 
     assert response.status == 413, response
@@ -271,10 +319,12 @@ def test_a_100_mb_put_record_is_refused_before_it_is_read(endpoint: Endpoint, co
 def test_a_content_length_of_10_to_the_11_is_answered_not_dropped(endpoint: Endpoint, control: Control) -> None:
     address = urlparse(endpoint.url)
     with socket.create_connection((address.hostname, address.port), timeout=10) as connection:
-        connection.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-amz-json-1.0\r\n"
-                           b"X-Amz-Target: DynamoDB_20120810.PutItem\r\n"
-                           b"Authorization: AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/dynamodb/aws4_request, "
-                           b"SignedHeaders=host, Signature=0\r\nContent-Length: 100000000000\r\n\r\n{")
+        connection.sendall(
+            b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-amz-json-1.0\r\n"
+            b"X-Amz-Target: DynamoDB_20120810.PutItem\r\n"
+            b"Authorization: AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/dynamodb/aws4_request, "
+            b"SignedHeaders=host, Signature=0\r\nContent-Length: 100000000000\r\n\r\n{"
+        )
         answer = read_response(connection)
 
     assert answer.status == 413, answer
@@ -283,8 +333,13 @@ def test_a_content_length_of_10_to_the_11_is_answered_not_dropped(endpoint: Endp
 
 
 def test_an_oversized_lambda_upload_is_request_too_large(endpoint: Endpoint) -> None:
-    response = send(endpoint, "POST", "/2015-03-31/functions", b"{" + b" " * (73 << 20) + b"}",
-                    signed("lambda", content_type="application/json"))
+    response = send(
+        endpoint,
+        "POST",
+        "/2015-03-31/functions",
+        b"{" + b" " * (73 << 20) + b"}",
+        signed("lambda", content_type="application/json"),
+    )
 
     assert response.status == 413, response
     assert response.error_type() == "RequestTooLargeException", response
@@ -344,20 +399,45 @@ def test_silent_and_half_open_connections_are_closed_and_bounded(tmp_path: Path)
 # -- answers that used to be HTML or a Python exception name ----------------------------------------
 
 
-@pytest.mark.parametrize("name, path, body, headers", [
-    ("deeply-nested-dynamodb", "/", b"[" * 100_000 + b"]" * 100_000, signed("dynamodb", "DynamoDB_20120810.PutItem")),
-    ("deep-item", "/", json.dumps({"TableName": "t", "Item": {"pk": {"S": "a"}, "m": json.loads(
-        '{"M": {"x": ' * 300 + '{"S": "deep"}' + "}}" * 300)}}).encode(),
-     signed("dynamodb", "DynamoDB_20120810.PutItem")),
-    ("deeply-nested-lambda", "/2015-03-31/functions", b"[" * 100_000 + b"]" * 100_000,
-     signed("lambda", content_type="application/json")),
-    ("missing-target", "/", b'{"TableName": "t"}', signed("dynamodb")),
-    ("missing-target-kinesis", "/", b'{"StreamName": "s"}',
-     signed("kinesis", content_type="application/x-amz-json-1.1")),
-    ("bad-request-line", None, b"", {}),
-])
-def test_no_answer_is_html_or_a_python_exception(endpoint: Endpoint, name: str, path: str | None, body: bytes,
-                                                 headers: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "name, path, body, headers",
+    [
+        (
+            "deeply-nested-dynamodb",
+            "/",
+            b"[" * 100_000 + b"]" * 100_000,
+            signed("dynamodb", "DynamoDB_20120810.PutItem"),
+        ),
+        (
+            "deep-item",
+            "/",
+            json.dumps(
+                {
+                    "TableName": "t",
+                    "Item": {"pk": {"S": "a"}, "m": json.loads('{"M": {"x": ' * 300 + '{"S": "deep"}' + "}}" * 300)},
+                }
+            ).encode(),
+            signed("dynamodb", "DynamoDB_20120810.PutItem"),
+        ),
+        (
+            "deeply-nested-lambda",
+            "/2015-03-31/functions",
+            b"[" * 100_000 + b"]" * 100_000,
+            signed("lambda", content_type="application/json"),
+        ),
+        ("missing-target", "/", b'{"TableName": "t"}', signed("dynamodb")),
+        (
+            "missing-target-kinesis",
+            "/",
+            b'{"StreamName": "s"}',
+            signed("kinesis", content_type="application/x-amz-json-1.1"),
+        ),
+        ("bad-request-line", None, b"", {}),
+    ],
+)
+def test_no_answer_is_html_or_a_python_exception(
+    endpoint: Endpoint, name: str, path: str | None, body: bytes, headers: dict[str, str]
+) -> None:
     if path is None:
         address = urlparse(endpoint.url)
         with socket.create_connection((address.hostname, address.port), timeout=10) as connection:
@@ -379,8 +459,13 @@ def test_a_malformed_timeout_is_a_validation_error_and_leaves_no_code(endpoint: 
     body = json.loads(create_function_body(name))
     body["Timeout"] = "abc"
 
-    response = send(endpoint, "POST", "/2015-03-31/functions", json.dumps(body).encode(),
-                    signed("lambda", content_type="application/json"))
+    response = send(
+        endpoint,
+        "POST",
+        "/2015-03-31/functions",
+        json.dumps(body).encode(),
+        signed("lambda", content_type="application/json"),
+    )
 
     assert response.status == 400, response
     assert response.error_type() == "InvalidParameterValueException", response
@@ -391,8 +476,9 @@ def test_a_malformed_timeout_is_a_validation_error_and_leaves_no_code(endpoint: 
 # -- one long request does not stop the others --------------------------------------------------------
 
 
-def test_a_long_hold_on_one_table_does_not_stop_writes_to_another(endpoint: Endpoint, dynamodb: Any,
-                                                                  kinesis: Any, sqs: Any) -> None:
+def test_a_long_hold_on_one_table_does_not_stop_writes_to_another(
+    endpoint: Endpoint, dynamodb: Any, kinesis: Any, sqs: Any
+) -> None:
     """A Scan page of a big table runs under that table's lock (esjoin.emulator.moto_layer.lock): while it is held,
     PutItem on another table, Kinesis and SQS are served; PutItem on the same table waits for it."""
     busy, _ = create_table(dynamodb)
@@ -410,9 +496,11 @@ def test_a_long_hold_on_one_table_does_not_stop_writes_to_another(endpoint: Endp
         holder = pool.submit(hold_the_busy_table)
         try:
             assert holding.wait(10), "could not take the busy table's lock"
-            others = [pool.submit(dynamodb.put_item, TableName=other, Item={"pk": {"S": "x"}}),
-                      pool.submit(kinesis.put_record, StreamName=stream, Data=b"x", PartitionKey="p"),
-                      pool.submit(sqs.send_message, QueueUrl=queue, MessageBody="x")]
+            others = [
+                pool.submit(dynamodb.put_item, TableName=other, Item={"pk": {"S": "x"}}),
+                pool.submit(kinesis.put_record, StreamName=stream, Data=b"x", PartitionKey="p"),
+                pool.submit(sqs.send_message, QueueUrl=queue, MessageBody="x"),
+            ]
             for future in others:
                 future.result(timeout=10)  # a TimeoutError here: they waited for the hold, as before the change
             same_table = pool.submit(dynamodb.put_item, TableName=busy, Item={"pk": {"S": "waits"}})

@@ -18,8 +18,10 @@ from tests.emulator.support.equivalence import examples
 
 TOKEN_CHARACTERS = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != ":")
 LATIN_1 = st.characters(min_codepoint=0, max_codepoint=0xFF, exclude_characters="\r\n")
-HEADER_NAMES = st.one_of(st.sampled_from(["Host", "Content-Type", "X-Amz-Target", "Connection", "From"]),
-                         st.text(TOKEN_CHARACTERS, min_size=1, max_size=12))
+HEADER_NAMES = st.one_of(
+    st.sampled_from(["Host", "Content-Type", "X-Amz-Target", "Connection", "From"]),
+    st.text(TOKEN_CHARACTERS, min_size=1, max_size=12),
+)
 HEADER_VALUES = st.one_of(st.text(LATIN_1, max_size=20), st.just(""), st.sampled_from([" ", "\t", " a b ", "\tx\t"]))
 
 
@@ -55,8 +57,15 @@ def read_headers(parse: Callable[[io.BufferedReader], Any], block: bytes) -> tup
         message = parse(stream)
     except Exception as error:
         return ("raised", type(error).__name__, str(error))
-    return ("parsed", message._headers, message.items(), message.get_payload(), message.get_unixfrom(),
-            [type(defect).__name__ for defect in message.defects], stream.read())
+    return (
+        "parsed",
+        message._headers,
+        message.items(),
+        message.get_payload(),
+        message.get_unixfrom(),
+        [type(defect).__name__ for defect in message.defects],
+        stream.read(),
+    )
 
 
 def endpoint_parse_headers(stream: io.BufferedReader) -> Any:
@@ -71,14 +80,17 @@ def test_header_blocks_parse_as_http_client_parses_them(block: bytes) -> None:
     assert read_headers(endpoint_parse_headers, block) == read_headers(http.client.parse_headers, block)
 
 
-@pytest.mark.parametrize("block", [
-    b"A: 1\r2\r\nContent-Length: 3\r\n\r\n",  # a bare CR ends the email parser's line: the rest is body
-    b"A: 1\r\r\nContent-Length: 3\r\n\r\n",  # ... and a CR before CRLF makes an empty line: the block ends
-    b"A: x\r",
-    b"Content-Length:  \t 7 \r\nX-Empty:\r\nx-empty: again\r\n\r\n",
-    b"X-Latin: caf\xe9 \x85 \xff\r\n\r\n",
-    b"X-A: 1\r\n folded\r\n\tagain\r\n\r\n",
-])
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"A: 1\r2\r\nContent-Length: 3\r\n\r\n",  # a bare CR ends the email parser's line: the rest is body
+        b"A: 1\r\r\nContent-Length: 3\r\n\r\n",  # ... and a CR before CRLF makes an empty line: the block ends
+        b"A: x\r",
+        b"Content-Length:  \t 7 \r\nX-Empty:\r\nx-empty: again\r\n\r\n",
+        b"X-Latin: caf\xe9 \x85 \xff\r\n\r\n",
+        b"X-A: 1\r\n folded\r\n\tagain\r\n\r\n",
+    ],
+)
 def test_header_blocks_the_fast_path_must_leave_to_the_email_parser(block: bytes) -> None:
     """Found by the property above: bare CRs inside a line (the plain-line pattern took them as part
     of the value; http.client ends the header block there). Kept as examples."""

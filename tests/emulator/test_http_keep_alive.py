@@ -22,8 +22,9 @@ from esjoin.emulator.http.server import EndpointServer
 def echo(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
     """Answers what it received; on /ignore-body it never reads the body (the server must)."""
     body = b"" if environ["PATH_INFO"] == "/ignore-body" else environ["wsgi.input"].read()
-    payload = json.dumps({"method": environ["REQUEST_METHOD"], "path": environ["PATH_INFO"],
-                          "body": body.decode("latin-1")}).encode()
+    payload = json.dumps(
+        {"method": environ["REQUEST_METHOD"], "path": environ["PATH_INFO"], "body": body.decode("latin-1")}
+    ).encode()
     start_response("200 OK", [("Content-Type", "application/json")])
     return [payload]
 
@@ -95,8 +96,11 @@ def test_pipelined_requests_are_answered_in_order(echo_server: tuple[str, int]) 
     """Bodies the application does not read are still read by the server: the next request starts
     right after each."""
     with raw_connection(echo_server) as connection:
-        connection.send(request("POST", "/ignore-body", b"GET /smuggled HTTP/1.1\r\n\r\n")
-                        + request("POST", "/a", b"x" * 70_000) + request("GET", "/b"))
+        connection.send(
+            request("POST", "/ignore-body", b"GET /smuggled HTTP/1.1\r\n\r\n")
+            + request("POST", "/a", b"x" * 70_000)
+            + request("GET", "/b")
+        )
         assert [connection.response()[2]["path"] for _ in range(3)] == ["/ignore-body", "/a", "/b"]
 
 
@@ -113,8 +117,9 @@ def test_a_chunked_body_is_read_in_full_before_the_next_request(echo_server: tup
     with raw_connection(echo_server) as connection:
         connection.send(request("POST", "/chunked", chunked, Transfer_Encoding="chunked"))
         assert connection.response()[2]["body"] == "hello 0123456789"
-        connection.send(request("POST", "/ignore-body", chunked, Transfer_Encoding="chunked")
-                        + request("POST", "/after", b"next"))
+        connection.send(
+            request("POST", "/ignore-body", chunked, Transfer_Encoding="chunked") + request("POST", "/after", b"next")
+        )
         assert connection.response()[2]["path"] == "/ignore-body"
         assert connection.response()[2] == {"method": "POST", "path": "/after", "body": "next"}
 

@@ -65,8 +65,20 @@ def test_the_wheel_installs_beside_a_project_with_its_own_backend_option_and_inf
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, source / name)
     wheels = tmp_path / "wheels"
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
-         str(source)])
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(source),
+        ]
+    )
     (wheel,) = wheels.glob("esjoin-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         tops = {name.split("/")[0] for name in archive.namelist() if not name.startswith("esjoin-")}
@@ -89,9 +101,26 @@ def test_the_wheel_installs_beside_a_project_with_its_own_backend_option_and_inf
     environment = {key: value for key, value in os.environ.items() if not key.startswith(("PYTEST", "ESJOIN_"))}
     environment["ESJOIN_REUSE_ENDPOINT"] = "0"  # its own endpoint, from the wheel's code
 
-    finished = subprocess.run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--backend", "mine",
-                               "--esjoin-backend", "embedded", str(project)], cwd=project, env=environment,
-                              capture_output=True, text=True, timeout=300)
+    finished = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--backend",
+            "mine",
+            "--esjoin-backend",
+            "embedded",
+            str(project),
+        ],
+        cwd=project,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
     assert finished.returncode == 0, f"their suite failed with esjoin installed:\n{finished.stdout}\n{finished.stderr}"
     assert "3 passed" in finished.stdout, finished.stdout

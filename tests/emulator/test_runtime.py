@@ -149,14 +149,13 @@ def function(tmp_path: Path) -> Callable[..., FunctionSpec]:
     return make
 
 
-def invoke(
-    runtime: LambdaRuntime, spec: FunctionSpec, event: object = None, **request: object
-) -> InvocationResult:
+def invoke(runtime: LambdaRuntime, spec: FunctionSpec, event: object = None, **request: object) -> InvocationResult:
     payload = request.pop("payload", None)
     if payload is None:
         payload = json.dumps({} if event is None else event).encode()
     return runtime.invoke(
-        spec, InvocationRequest(payload=payload, request_id=str(uuid.uuid4()), **request)  # type: ignore[arg-type]
+        spec,
+        InvocationRequest(payload=payload, request_id=str(uuid.uuid4()), **request),  # type: ignore[arg-type]
     )
 
 
@@ -254,13 +253,9 @@ def test_context_carries_the_function_and_the_invocation(runtime, function):
         },
         timeout_seconds=5,
     )
-    client_context = base64.b64encode(
-        json.dumps({"custom": {"k": "v"}, "client": {"app_title": "t"}}).encode()
-    )
+    client_context = base64.b64encode(json.dumps({"custom": {"k": "v"}, "client": {"app_title": "t"}}).encode())
     request_id = str(uuid.uuid4())
-    result = runtime.invoke(
-        spec, InvocationRequest(b"{}", request_id, client_context=client_context.decode())
-    )
+    result = runtime.invoke(spec, InvocationRequest(b"{}", request_id, client_context=client_context.decode()))
     seen = document(result)
     assert seen["function_name"] == spec.name
     assert seen["function_version"] == "$LATEST"
@@ -506,9 +501,7 @@ def test_a_handler_exception_comes_back_as_aws_error_document(runtime, function,
     ],
     ids=["no-module", "missing-dependency", "no-function", "malformed"],
 )
-def test_init_errors_fail_every_invocation_and_retry_init(
-    runtime, function, files, handler, error_type, message
-):
+def test_init_errors_fail_every_invocation_and_retry_init(runtime, function, files, handler, error_type, message):
     spec = function(files, handler=handler)
     for _ in range(2):
         result = invoke(runtime, spec)
@@ -603,9 +596,7 @@ def test_a_timeout_kills_the_worker_and_what_it_started(runtime, function, tmp_p
 
 
 def test_an_injected_delay_counts_against_the_timeout(runtime, function):
-    spec = function(
-        {"app.py": "def handler(e, c):\n    return c.get_remaining_time_in_millis()\n"}, timeout_seconds=1
-    )
+    spec = function({"app.py": "def handler(e, c):\n    return c.get_remaining_time_in_millis()\n"}, timeout_seconds=1)
     delayed = invoke(runtime, spec, delay_seconds=0.3)
     assert delayed.function_error is None
     assert document(delayed) <= 700

@@ -26,8 +26,10 @@ def built_item(init: Callable[..., None], attributes: dict[str, Any]) -> tuple[s
     except Exception as error:
         return ("raised", type(error).__name__, str(error))
     assert type(item.attrs) is LimitedSizeDict and item.hash_key is hash_key and item.range_key is range_key
-    return ("built", repr([(name, type(value).__name__, value.type, repr(value.to_json()))
-                           for name, value in item.attrs.items()]))
+    return (
+        "built",
+        repr([(name, type(value).__name__, value.type, repr(value.to_json())) for name, value in item.attrs.items()]),
+    )
 
 
 @examples(150)
@@ -61,8 +63,9 @@ def near_the_limit(draw: st.DrawFn) -> list[tuple[str, Any]]:
 
 @examples(30)
 @given(attributes=near_the_limit())
-def test_an_item_over_the_size_limit_fails_at_the_same_attribute(speed_patches: None,
-                                                                  attributes: list[tuple[str, Any]]) -> None:
+def test_an_item_over_the_size_limit_fails_at_the_same_attribute(
+    speed_patches: None, attributes: list[tuple[str, Any]]
+) -> None:
     """Each prefix of the attributes builds, or fails with ItemSizeTooLarge, alike: the first failing
     prefix names the attribute at which both refuse the item."""
     from moto.dynamodb.models.dynamo_type import Item

@@ -51,8 +51,9 @@ def moto_item(attributes: dict[str, Any], wire_binaries: bool) -> Any:
 
 @examples(100)
 @given(rows=st.lists(LARGE_ITEMS, min_size=1, max_size=3), wire_binaries=st.booleans(), old=LARGE_ITEMS)
-def test_dynamodb_results_serialize_byte_for_byte_as_moto_does(speed_patches: None, rows: list[dict[str, Any]],
-                                                                 wire_binaries: bool, old: dict[str, Any]) -> None:
+def test_dynamodb_results_serialize_byte_for_byte_as_moto_does(
+    speed_patches: None, rows: list[dict[str, Any]], wire_binaries: bool, old: dict[str, Any]
+) -> None:
     from moto.dynamodb.models.table import StreamRecord
 
     stored = [moto_item(row, wire_binaries) for row in rows]
@@ -61,12 +62,18 @@ def test_dynamodb_results_serialize_byte_for_byte_as_moto_does(speed_patches: No
     last_key = {"pk": stored[-1].attrs["pk"], "sk": stored[-1].attrs["sk"]}
     results = {
         ("dynamodb", "GetItem"): {"Item": stored[0].attrs},
-        ("dynamodb", "Query"): {"Count": len(stored), "ScannedCount": len(stored),
-                                "Items": [item.attrs for item in stored], "LastEvaluatedKey": last_key},
+        ("dynamodb", "Query"): {
+            "Count": len(stored),
+            "ScannedCount": len(stored),
+            "Items": [item.attrs for item in stored],
+            "LastEvaluatedKey": last_key,
+        },
         ("dynamodb", "Scan"): {"Count": len(stored), "ScannedCount": 9, "Items": [item.attrs for item in stored]},
         ("dynamodb", "BatchGetItem"): {
             "ConsumedCapacity": [{"CapacityUnits": 2, "TableName": "t"}],
-            "Responses": {"t": [item.attrs for item in stored]}, "UnprocessedKeys": {"t": {"Keys": [last_key]}}},
+            "Responses": {"t": [item.attrs for item in stored]},
+            "UnprocessedKeys": {"t": {"Keys": [last_key]}},
+        },
         ("dynamodb", "PutItem"): {"Attributes": stored[0].attrs},  # ReturnValues=ALL_OLD
         ("dynamodbstreams", "GetRecords"): {"Records": [record.to_json()], "NextShardIterator": "iterator"},
     }
@@ -82,25 +89,43 @@ def test_dynamo_to_dict_equals_moto_on_what_else_results_hold(speed_patches: Non
     from moto.dynamodb.models import utilities
 
     item = moto_item({"pk": {"S": "a"}, "sk": {"N": "1"}, "b": {"B": "AAE="}, "m": {"M": {"l": {"L": []}}}}, False)
-    result = {"when": datetime.datetime(2025, 1, 2, 3, 4, 5), "item": item, "none": None, "ratio": 0.5,
-              "nested": [{"x": item.attrs["m"]}], "flag": True}
+    result = {
+        "when": datetime.datetime(2025, 1, 2, 3, 4, 5),
+        "item": item,
+        "none": None,
+        "ratio": 0.5,
+        "nested": [{"x": item.attrs["m"]}],
+        "flag": True,
+    }
     assert repr(responses.dynamo_to_dict(result)) == repr(utilities.dynamo_to_dict(result))
     assert responses.dynamo_to_dict is not utilities.dynamo_to_dict  # the comparison is not trivial
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "moto's own serializer writes an attribute with an empty name into its parent map (GetItem answers "
-    '{"Item": {"pk": ..., "S": "v"}}); the patched one writes {"": {"S": "v"}}. AWS refuses empty attribute '
-    "names with a ValidationException; moto stores them. Kept as moto's bug, not reproduced."))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "moto's own serializer writes an attribute with an empty name into its parent map (GetItem answers "
+        '{"Item": {"pk": ..., "S": "v"}}); the patched one writes {"": {"S": "v"}}. AWS refuses empty attribute '
+        "names with a ValidationException; moto stores them. Kept as moto's bug, not reproduced."
+    ),
+)
 def test_empty_attribute_names_are_answered_as_moto_does(moto_app: Any) -> None:
     answers = {}
     name = unique("empty-names")
     for region, own_code in ((ORIGINAL_REGION, True), (PATCHED_REGION, False)):
         with moto_own_code() if own_code else contextlib.nullcontext():
             table = create_table(moto_app, region, name)
-            call(moto_app, region, f"{DYNAMODB}.PutItem",
-                 {"TableName": table, "Item": {"pk": {"S": "a"}, "sk": {"N": "1"}, "": {"S": "v"}}})
-            answers[region] = call(moto_app, region, f"{DYNAMODB}.GetItem",
-                                   {"TableName": table, "Key": {"pk": {"S": "a"}, "sk": {"N": "1"}}})
+            call(
+                moto_app,
+                region,
+                f"{DYNAMODB}.PutItem",
+                {"TableName": table, "Item": {"pk": {"S": "a"}, "sk": {"N": "1"}, "": {"S": "v"}}},
+            )
+            answers[region] = call(
+                moto_app,
+                region,
+                f"{DYNAMODB}.GetItem",
+                {"TableName": table, "Key": {"pk": {"S": "a"}, "sk": {"N": "1"}}},
+            )
             call(moto_app, region, f"{DYNAMODB}.DeleteTable", {"TableName": table})
     assert answers[PATCHED_REGION].body == answers[ORIGINAL_REGION].body

@@ -28,13 +28,17 @@ def test_every_speed_patch_is_recorded_and_installed(speed_patches: None) -> Non
 
     recorded = {(id(entry.owner), entry.name) for entry in moto_speed.REPLACED}
     expected = {
-        (id(responses), "method_names_from_class"), (id(responses), "gen_amzn_requestid_long"),
+        (id(responses), "method_names_from_class"),
+        (id(responses), "gen_amzn_requestid_long"),
         (id(dynamodb_responses), "dynamo_to_dict"),
         (id(serialize.SERVICE_SPECIFIC_SERIALIZERS["dynamodb"]), "json"),
         (id(serialize.SERVICE_SPECIFIC_SERIALIZERS["dynamodbstreams"]), "json"),
         (id(parse.PROTOCOL_PARSERS), "json"),
-        (id(table), "copy"), (id(dynamodb_responses.DynamoHandler), "query"), (id(Item), "__init__"),
-        (id(SQSBackend), "is_message_valid_based_on_retention_period"), (id(Queue), "messages"),
+        (id(table), "copy"),
+        (id(dynamodb_responses.DynamoHandler), "query"),
+        (id(Item), "__init__"),
+        (id(SQSBackend), "is_message_valid_based_on_retention_period"),
+        (id(Queue), "messages"),
         (id(Queue), "approximate_number_of_messages_delayed"),
         (id(Queue), "approximate_number_of_messages_not_visible"),
     }

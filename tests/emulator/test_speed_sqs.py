@@ -42,21 +42,54 @@ SEND = st.tuples(st.just("send"), st.sampled_from([0, 0, 1, 3]))  # delay second
 RECEIVE = st.tuples(st.just("receive"), st.integers(1, 4), st.sampled_from([0, 1, 3]))  # count, visibility timeout
 # Milliseconds; past the 60 s retention rarely (an expired message ends every later receive in moto).
 ADVANCE = st.tuples(st.just("advance"), st.sampled_from([0, 1, 999, 1000, 1000, 1001, 1001, 3001, 3001, 60_000]))
-SQS_OPERATIONS = st.lists(st.one_of(
-    SEND, SEND, RECEIVE, RECEIVE, ADVANCE, ADVANCE,
-    st.tuples(st.just("delete"), st.integers(0, 5)),  # the n-th receipt handle received (if any)
-    st.tuples(st.just("change visibility"), st.integers(0, 5), st.sampled_from([0, 1, 3])),
-), min_size=1, max_size=30)
+SQS_OPERATIONS = st.lists(
+    st.one_of(
+        SEND,
+        SEND,
+        RECEIVE,
+        RECEIVE,
+        ADVANCE,
+        ADVANCE,
+        st.tuples(st.just("delete"), st.integers(0, 5)),  # the n-th receipt handle received (if any)
+        st.tuples(st.just("change visibility"), st.integers(0, 5), st.sampled_from([0, 1, 3])),
+    ),
+    min_size=1,
+    max_size=30,
+)
 # Each run covers these at least: redrive to the dead-letter queue after two receives, expiry by
 # retention (60 s), a delayed message becoming visible, a visibility change ending a receive's timeout.
 SQS_SCENARIOS = [
-    ([("send", 0), ("receive", 1, 1), ("advance", 1001), ("receive", 1, 1), ("advance", 1001), ("receive", 1, 1)],
-     True),
-    ([("send", 0), ("advance", 60_000), ("receive", 4, 1), ("advance", 1), ("receive", 4, 1), ("send", 0),
-      ("receive", 4, 0), ("advance", 61_000), ("receive", 4, 1)], False),  # at the retention limit, then past it
+    (
+        [("send", 0), ("receive", 1, 1), ("advance", 1001), ("receive", 1, 1), ("advance", 1001), ("receive", 1, 1)],
+        True,
+    ),
+    (
+        [
+            ("send", 0),
+            ("advance", 60_000),
+            ("receive", 4, 1),
+            ("advance", 1),
+            ("receive", 4, 1),
+            ("send", 0),
+            ("receive", 4, 0),
+            ("advance", 61_000),
+            ("receive", 4, 1),
+        ],
+        False,
+    ),  # at the retention limit, then past it
     ([("send", 1), ("receive", 1, 0), ("advance", 1000), ("receive", 1, 0), ("advance", 1), ("receive", 1, 3)], False),
-    ([("send", 0), ("receive", 1, 3), ("change visibility", 0, 0), ("advance", 1), ("receive", 1, 3),
-      ("delete", 1), ("delete", 0)], False),
+    (
+        [
+            ("send", 0),
+            ("receive", 1, 3),
+            ("change visibility", 0, 0),
+            ("advance", 1),
+            ("receive", 1, 3),
+            ("delete", 1),
+            ("delete", 0),
+        ],
+        False,
+    ),
 ]
 
 
@@ -106,8 +139,9 @@ class SqsWorld:
 @example(*SQS_SCENARIOS[1])
 @example(*SQS_SCENARIOS[2])
 @example(*SQS_SCENARIOS[3])
-def test_sqs_receives_and_counts_are_moto_s(speed_patches: None, operations: list[tuple[Any, ...]],
-                                            redrive: bool) -> None:
+def test_sqs_receives_and_counts_are_moto_s(
+    speed_patches: None, operations: list[tuple[Any, ...]], redrive: bool
+) -> None:
     """Sends (delayed), receives (with visibility timeouts), deletes and visibility changes, with moto's
     clock moved across visibility, delay and retention (60 s) boundaries: each step answers the same,
     and the queue's counts read the same, with moto's own code and with the patches."""
@@ -125,8 +159,9 @@ def test_sqs_receives_and_counts_are_moto_s(speed_patches: None, operations: lis
             attributes = {"MessageRetentionPeriod": "60", "VisibilityTimeout": "1"}
             if redrive:
                 dead_letters = backend.create_queue(f"dead-letters-{number}")
-                attributes["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": dead_letters.queue_arn,
-                                                          "maxReceiveCount": 2})
+                attributes["RedrivePolicy"] = json.dumps(
+                    {"deadLetterTargetArn": dead_letters.queue_arn, "maxReceiveCount": 2}
+                )
             worlds.append(SqsWorld(backend, backend.create_queue(f"speed-{number}", **attributes), [], own_code))
         own, patched = worlds
         for step, operation in enumerate(operations):
@@ -134,13 +169,16 @@ def test_sqs_receives_and_counts_are_moto_s(speed_patches: None, operations: lis
                 clock.advance(operation[1])
             assert patched.run(operation, clock) == own.run(operation, clock), f"step {step}: {operation}"
             queue = patched.queue  # the patched properties and moto's own, on one queue, at one instant
-            for name in ("messages", "approximate_number_of_messages_delayed",
-                         "approximate_number_of_messages_not_visible"):
+            for name in (
+                "messages",
+                "approximate_number_of_messages_delayed",
+                "approximate_number_of_messages_not_visible",
+            ):
                 assert getattr(queue, name) == original(Queue, name).fget(queue), f"step {step}: {name}"
             for message in queue._messages:
                 assert patched.backend.is_message_valid_based_on_retention_period(queue.name, message) == original(
-                    type(patched.backend), "is_message_valid_based_on_retention_period")(
-                    patched.backend, queue.name, message)
+                    type(patched.backend), "is_message_valid_based_on_retention_period"
+                )(patched.backend, queue.name, message)
         for world in worlds:
             world.backend.delete_queue(world.queue.name)
             if redrive:

@@ -90,8 +90,10 @@ def stack_factory(backend: Backend, request: pytest.FixtureRequest) -> Iterator[
         elif made[stage][0].settings != wanted:
             # A stage is made once per session: a second caller asking for other settings would
             # silently run on the first caller's (and pass or fail for the wrong reason).
-            raise ValueError(f"stage {stage!r} was already made with {made[stage][0].settings}; "
-                             f"asked again with {wanted}: use another suffix")
+            raise ValueError(
+                f"stage {stage!r} was already made with {made[stage][0].settings}; "
+                f"asked again with {wanted}: use another suffix"
+            )
         return made[stage][1]
 
     yield make

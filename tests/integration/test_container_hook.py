@@ -28,17 +28,24 @@ ROOT = Path(__file__).resolve().parents[2]
 HOOK = ROOT / "docker" / "esjoin-bootstrap.sh"
 
 
-def test_the_hook_bootstraps_a_stage_whose_outputs_read_the_same_from_the_host(backend: Backend,
-                                                                               tmp_path: Path) -> None:
+def test_the_hook_bootstraps_a_stage_whose_outputs_read_the_same_from_the_host(
+    backend: Backend, tmp_path: Path
+) -> None:
     if backend.name == AWS:
         pytest.skip("the hook bootstraps local endpoints only")
     # Given a stage of its own on this session's endpoint
     stage = f"hook-{uuid.uuid4().hex[:6]}"
     stack = build_stack(StackSettings.from_env(environ={}, overrides={"stage": stage, "region": backend.region}))
     outputs_path = tmp_path / "outputs.json"
-    env = {**os.environ, "ESJOIN_BOOTSTRAP_PYTHON": os.environ.get("ESJOIN_BOOTSTRAP_PYTHON") or sys.executable,
-           "ESJOIN_BOOTSTRAP_ENDPOINT": backend.endpoint_url, "ESJOIN_PROJECT_DIR": str(ROOT),
-           "ESJOIN_OUTPUTS": str(outputs_path), "ESJOIN_STAGE": stage, "ESJOIN_REGION": backend.region}
+    env = {
+        **os.environ,
+        "ESJOIN_BOOTSTRAP_PYTHON": os.environ.get("ESJOIN_BOOTSTRAP_PYTHON") or sys.executable,
+        "ESJOIN_BOOTSTRAP_ENDPOINT": backend.endpoint_url,
+        "ESJOIN_PROJECT_DIR": str(ROOT),
+        "ESJOIN_OUTPUTS": str(outputs_path),
+        "ESJOIN_STAGE": stage,
+        "ESJOIN_REGION": backend.region,
+    }
     try:
         # When the hook runs as the container runs it
         result = subprocess.run([str(HOOK)], env=env, capture_output=True, text=True, timeout=600)

@@ -27,8 +27,15 @@ def test_interleaved_users_across_shards_converge_whatever_the_order(pipeline, n
         # user-created (a rename) may come before the first, logins and orders in any order
         timestamps = [base + 1_000 * step for step in range(7)]
         rng.shuffle(timestamps)
-        kinds = [lambda u, t: user_created(u, "First", t), lambda u, t: user_created(u, "Renamed", t),
-                 logged_in, logged_in, logged_in, order_submitted, order_submitted]
+        kinds = [
+            lambda u, t: user_created(u, "First", t),
+            lambda u, t: user_created(u, "Renamed", t),
+            logged_in,
+            logged_in,
+            logged_in,
+            order_submitted,
+            order_submitted,
+        ]
         if index % 3 == 0:
             kinds = kinds[2:]  # some users never get a user-created event
         events.extend(kind(user, timestamp) for kind, timestamp in zip(kinds, timestamps, strict=False))
@@ -37,7 +44,7 @@ def test_interleaved_users_across_shards_converge_whatever_the_order(pipeline, n
     results, start = [], 0
     while start < len(events):
         size = rng.randint(1, 15)
-        results.extend(pipeline.put_events(events[start:start + size]))
+        results.extend(pipeline.put_events(events[start : start + size]))
         start += size
     assert len({r["shardId"] for r in results}) >= 2, "the users did not spread over the stage's shards"
     out_of_order = [u for u in users if not is_sorted([e["timestamp"] for e in pipeline.log.events_of(u)])]

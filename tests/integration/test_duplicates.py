@@ -31,8 +31,12 @@ def test_a_producer_retry_counts_once_also_after_its_first_copies_were_trimmed(p
     # Given a user's events, each sent twice at once by a producer that retried (new sequence numbers)
     user = new_user("retry")
     now = now_ms()
-    events = [user_created(user, "Retry", now - 5_000), logged_in(user, now - 4_000),
-              order_submitted(user, now - 3_000), order_submitted(user, now - 2_000)]
+    events = [
+        user_created(user, "Retry", now - 5_000),
+        logged_in(user, now - 4_000),
+        order_submitted(user, now - 3_000),
+        order_submitted(user, now - 2_000),
+    ]
     first = pipeline.put_events(events)
     again = pipeline.put_events(events, how="retry")
     assert {r["sequenceNumber"] for r in first}.isdisjoint(r["sequenceNumber"] for r in again)
@@ -70,8 +74,11 @@ def test_redelivered_batches_and_messages_count_once(dup_pipeline, new_user, con
         control.duplicate_next(pipeline.mapping_uuid(key), count=1)
     # When a user's events arrive in one batch, with a poison record among them
     now = now_ms()
-    events = [user_created(user, "Twice", now - 3_000), logged_in(user, now - 2_000),
-              order_submitted(user, now - 1_000)]
+    events = [
+        user_created(user, "Twice", now - 3_000),
+        logged_in(user, now - 2_000),
+        order_submitted(user, now - 1_000),
+    ]
     *sent, poison = put_mixed(pipeline, [*events, b"{not json"], user)
     wait_for_view_count(pipeline, user, 3)
     # and a snapshot is requested (its run and the trim it asks for are delivered twice too)
@@ -89,8 +96,10 @@ def test_redelivered_batches_and_messages_count_once(dup_pipeline, new_user, con
     mine = {kinesis_event_id(r) for r in sent}
     for key in ("consumer", "trigger", "snapshot", "trim"):
         function = pipeline.function(key)
-        duplicates = wait_until(pipeline, lambda f=function: [r for r in invocations(control, f, mark)
-                                                              if r["duplicate"]],
-                                f"a duplicate delivery to {function}")
+        duplicates = wait_until(
+            pipeline,
+            lambda f=function: [r for r in invocations(control, f, mark) if r["duplicate"]],
+            f"a duplicate delivery to {function}",
+        )
         if key == "consumer":
             assert mine <= set(duplicates[0]["batchIds"]), duplicates

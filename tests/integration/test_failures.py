@@ -36,12 +36,19 @@ def test_consumer_failures_below_the_retry_limit_are_retried_until_the_records_a
     user = new_user("flaky")
     mark = history_mark(faults.control)
     # Given the consumer fails the next three invocations that carry this user's records
-    rule = faults.add("error", function=pipeline.function("consumer"), match=user, count=3,
-                      error_type="RuntimeError", error_message="injected: the consumer crashed")
+    rule = faults.add(
+        "error",
+        function=pipeline.function("consumer"),
+        match=user,
+        count=3,
+        error_type="RuntimeError",
+        error_message="injected: the consumer crashed",
+    )
     # When the user's events are sent
     now = now_ms()
-    sent = pipeline.put_events([user_created(user, "Flaky", now - 3_000), logged_in(user, now - 2_000),
-                                order_submitted(user, now - 1_000)])
+    sent = pipeline.put_events(
+        [user_created(user, "Flaky", now - 3_000), logged_in(user, now - 2_000), order_submitted(user, now - 1_000)]
+    )
     # Then they arrive, once each
     assert_converged(pipeline, [user])
     assert faults.active(rule) is None
@@ -57,23 +64,30 @@ def test_consumer_failures_below_the_retry_limit_are_retried_until_the_records_a
 
 
 def test_a_batch_failing_past_the_retry_limit_goes_to_the_failure_queue_and_the_shard_moves_on(
-        pipeline, new_user, faults):
+    pipeline, new_user, faults
+):
     doomed = new_user("doomed")
     shard = shard_of(pipeline, doomed)
     survivor = user_on_shard(pipeline, new_user, "survivor", shard)
-    retries = pipeline.lambda_.get_event_source_mapping(UUID=pipeline.mapping_uuid("consumer"))[
-        "MaximumRetryAttempts"]
+    retries = pipeline.lambda_.get_event_source_mapping(UUID=pipeline.mapping_uuid("consumer"))["MaximumRetryAttempts"]
     # Given the consumer fails every invocation that carries the doomed user's record (until the rule
     # is removed: more often than MaximumRetryAttempts allows)
-    rule = faults.add("error", function=pipeline.function("consumer"), match=doomed,
-                      error_type="RuntimeError", error_message="injected: the consumer always fails")
+    rule = faults.add(
+        "error",
+        function=pipeline.function("consumer"),
+        match=doomed,
+        error_type="RuntimeError",
+        error_message="injected: the consumer always fails",
+    )
     # When the doomed user's event is sent, and another user's events behind it on the same shard
     [record] = pipeline.put_events([user_created(doomed, "Doomed")])
     pipeline.put_events([user_created(survivor, "Survivor"), logged_in(survivor)])
     # Then, once the retries are spent, the batch's description goes to the OnFailure queue
     info = wait_for_failure_message(
-        pipeline, lambda m: (m.get("KinesisBatchInfo") or {}).get("startSequenceNumber") == record["sequenceNumber"],
-        f"KinesisBatchInfo for {kinesis_event_id(record)}")
+        pipeline,
+        lambda m: (m.get("KinesisBatchInfo") or {}).get("startSequenceNumber") == record["sequenceNumber"],
+        f"KinesisBatchInfo for {kinesis_event_id(record)}",
+    )
     faults.remove(rule)
     batch = info["KinesisBatchInfo"]
     assert (batch["shardId"], batch["endSequenceNumber"], batch["batchSize"]) == (shard, record["sequenceNumber"], 1)
@@ -101,8 +115,14 @@ def test_a_failing_trigger_is_retried(pipeline, new_user, faults):
     user = new_user("trigger")
     mark = history_mark(faults.control)
     # Given the trigger fails the next two invocations that carry this user's stream records
-    rule = faults.add("error", function=pipeline.function("trigger"), match=user, count=2,
-                      error_type="RuntimeError", error_message="injected: the trigger crashed")
+    rule = faults.add(
+        "error",
+        function=pipeline.function("trigger"),
+        match=user,
+        count=2,
+        error_type="RuntimeError",
+        error_message="injected: the trigger crashed",
+    )
     # When the user's events are sent
     pipeline.put_events([user_created(user, "Retried"), logged_in(user)])
     # Then the view is right

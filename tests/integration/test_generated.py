@@ -81,8 +81,12 @@ class PipelineMachine(RuleBasedStateMachine):
     def first_events(self, user: int, kinds: list[str]) -> Any:
         return self.send_events(user, kinds, age_seconds=1)
 
-    @rule(target=sent, user=users, kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=4),
-          age_seconds=st.integers(0, 5))
+    @rule(
+        target=sent,
+        user=users,
+        kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=4),
+        age_seconds=st.integers(0, 5),
+    )
     def send_events(self, user: int, kinds: list[str], age_seconds: int) -> Any:
         """Fresh events for one user, in one PutRecords call."""
         now = now_ms()
@@ -119,22 +123,42 @@ class PipelineMachine(RuleBasedStateMachine):
     @rule(function=st.sampled_from(["consumer", "trigger"]), user=users)
     def fail_next_invocation(self, function: str, user: int) -> None:
         """The next invocation of `function` carrying this user's records fails; its mapping retries."""
-        self.faults.add("error", function=self.pipeline.function(function), match=self.user_ids[user], count=1,
-                        error_type="RuntimeError", error_message="injected by the generated suite")
+        self.faults.add(
+            "error",
+            function=self.pipeline.function(function),
+            match=self.user_ids[user],
+            count=1,
+            error_type="RuntimeError",
+            error_message="injected by the generated suite",
+        )
 
     @precondition(lambda self: self.faults is not None)
-    @rule(function=st.sampled_from(["consumer", "trigger", "snapshot", "trim"]), user=users,
-          seconds=st.sampled_from([0.2, 0.5, 1.0]))
+    @rule(
+        function=st.sampled_from(["consumer", "trigger", "snapshot", "trim"]),
+        user=users,
+        seconds=st.sampled_from([0.2, 0.5, 1.0]),
+    )
     def delay_next_invocation(self, function: str, user: int, seconds: float) -> None:
-        self.faults.add("delay", function=self.pipeline.function(function), match=self.user_ids[user], count=1,
-                        delay_seconds=seconds)
+        self.faults.add(
+            "delay",
+            function=self.pipeline.function(function),
+            match=self.user_ids[user],
+            count=1,
+            delay_seconds=seconds,
+        )
 
     @precondition(lambda self: self.faults is not None)
     @rule(user=users)
     def hold_next_snapshot_write(self, user: int) -> None:
         """The next snapshot PutItem for this user waits a second: other runs may overtake it."""
-        self.faults.add("delay", operation="PutItem", service="dynamodb",
-                        match=snapshot_write_marker(self.user_ids[user]), delay_seconds=1.0, count=1)
+        self.faults.add(
+            "delay",
+            operation="PutItem",
+            service="dynamodb",
+            match=snapshot_write_marker(self.user_ids[user]),
+            delay_seconds=1.0,
+            count=1,
+        )
 
     # -- what must hold --------------------------------------------------------------------------------
 
@@ -165,9 +189,16 @@ def test_generated_sequences_converge(pipeline, maybe_faults, long_run):
     PipelineMachine.pipeline = pipeline
     PipelineMachine.faults = maybe_faults
     bounds = SOAK_SETTINGS if long_run else CI_SETTINGS
-    run_state_machine_as_test(PipelineMachine, settings=settings(
-        **bounds, deadline=None, database=None, print_blob=True,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
+    run_state_machine_as_test(
+        PipelineMachine,
+        settings=settings(
+            **bounds,
+            deadline=None,
+            database=None,
+            print_blob=True,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -17,8 +17,13 @@ from tests.integration.support.scenario import (
 def late_events_after_a_snapshot(pipeline: Pipeline, user: str) -> None:
     now = now_ms()
     # Given a user whose first events are already folded into a snapshot
-    pipeline.put_events([user_created(user, "Late", now - 600_000), logged_in(user, now - 500_000),
-                         order_submitted(user, now - 400_000)])
+    pipeline.put_events(
+        [
+            user_created(user, "Late", now - 600_000),
+            logged_in(user, now - 500_000),
+            order_submitted(user, now - 400_000),
+        ]
+    )
     wait_for_view_count(pipeline, user, 3)
     pipeline.request_snapshot(user, horizon_seconds=0)
     wait_for_snapshot_count(pipeline, user, 3)

@@ -43,8 +43,16 @@ def test_parallel_batches_per_shard_keep_each_users_order(parallel_pipeline, new
     rng = random.Random(SEED)
     users = [new_user(f"p{i}") for i in range(USERS)]
     base = now_ms() - 60_000
-    per_user = {u: [user_created(u, "Parallel", base), logged_in(u, base + 1_000), order_submitted(u, base + 2_000),
-                    logged_in(u, base + 3_000), order_submitted(u, base + 4_000)] for u in users}
+    per_user = {
+        u: [
+            user_created(u, "Parallel", base),
+            logged_in(u, base + 1_000),
+            order_submitted(u, base + 2_000),
+            logged_in(u, base + 3_000),
+            order_submitted(u, base + 4_000),
+        ]
+        for u in users
+    }
     queues = {u: list(events) for u, events in per_user.items()}
     interleaved = []
     while any(queues.values()):
@@ -52,7 +60,7 @@ def test_parallel_batches_per_shard_keep_each_users_order(parallel_pipeline, new
         interleaved.append(queues[user].pop(0))
     results = []
     for start in range(0, len(interleaved), 20):
-        results.extend(pipeline.put_events(interleaved[start:start + 20]))
+        results.extend(pipeline.put_events(interleaved[start : start + 20]))
     assert len({r["shardId"] for r in results}) == 3, "the users did not spread over the three shards"
     # Then the views converge
     assert_converged(pipeline, users)
@@ -70,8 +78,12 @@ def overlapping_batches_of_one_shard(history: list[dict[str, Any]]) -> list[tupl
     by_shard: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in history:
         by_shard[record["batchIds"][0].split(":")[0]].append(record)
-    return [(a["id"], b["id"]) for records in by_shard.values() for a, b in itertools.combinations(records, 2)
-            if a["startedAt"] < b["endedAt"] and b["startedAt"] < a["endedAt"]]
+    return [
+        (a["id"], b["id"])
+        for records in by_shard.values()
+        for a, b in itertools.combinations(records, 2)
+        if a["startedAt"] < b["endedAt"] and b["startedAt"] < a["endedAt"]
+    ]
 
 
 def per_user_order_problems(history: list[dict[str, Any]], user_of_record: dict[str, str]) -> list[str]:
@@ -101,5 +113,3 @@ def per_user_order_problems(history: list[dict[str, Any]], user_of_record: dict[
             elif a["id"] != b["id"] and b["startedAt"] < a["endedAt"]:
                 problems.append(f"{user}: #{b['id']} (with {later}) started before #{a['id']} (with {earlier}) ended")
     return problems
-
-

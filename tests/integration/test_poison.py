@@ -28,16 +28,24 @@ def test_poison_records_go_to_the_failure_queue_and_the_shard_keeps_moving(pipel
     now = now_ms()
     poison = {
         "bad JSON": b'{"id": "' + new_id().encode() + b'", "type": "user-loggedIn", ',
-        "unknown type": json.dumps({"id": new_id(), "type": "user-deleted", "timestamp": now,
-                                    "user": {"id": user}}).encode(),
-        "missing user id": json.dumps({"id": new_id(), "type": "order-submitted", "timestamp": now,
-                                       "order": {"amount": 5}}).encode(),
+        "unknown type": json.dumps(
+            {"id": new_id(), "type": "user-deleted", "timestamp": now, "user": {"id": user}}
+        ).encode(),
+        "missing user id": json.dumps(
+            {"id": new_id(), "type": "order-submitted", "timestamp": now, "order": {"amount": 5}}
+        ).encode(),
     }
     reasons = {"bad JSON": "not valid JSON", "unknown type": "unknown event type", "missing user id": "missing user id"}
     # Given good events with poison records between them, in one batch on one shard
-    items = [user_created(user, "Victim", now - 5_000), poison["bad JSON"], logged_in(user, now - 4_000),
-             poison["unknown type"], order_submitted(user, now - 3_000), poison["missing user id"],
-             order_submitted(user, now - 2_000)]
+    items = [
+        user_created(user, "Victim", now - 5_000),
+        poison["bad JSON"],
+        logged_in(user, now - 4_000),
+        poison["unknown type"],
+        order_submitted(user, now - 3_000),
+        poison["missing user id"],
+        order_submitted(user, now - 2_000),
+    ]
     results = put_mixed(pipeline, items, partition_key=user)
     # and, after that batch, another user's events on the same shard
     neighbour = user_on_shard(pipeline, new_user, "after", shard_of(pipeline, user))
@@ -48,8 +56,9 @@ def test_poison_records_go_to_the_failure_queue_and_the_shard_keeps_moving(pipel
     # and each poison record is in the failure queue with its reason and its data exactly as sent
     for kind, data in poison.items():
         event_id = kinesis_event_id(results[items.index(data)])
-        message = wait_for_failure_message(pipeline, lambda m, e=event_id: (m.get("record") or {}).get("eventID") == e,
-                                           f"the {kind} record {event_id}")
+        message = wait_for_failure_message(
+            pipeline, lambda m, e=event_id: (m.get("record") or {}).get("eventID") == e, f"the {kind} record {event_id}"
+        )
         assert message["source"] == "consumer" and message["function"] == pipeline.function("consumer"), message
         assert reasons[kind] in message["reason"], message
         assert base64.b64decode(message["record"]["data"]) == data
@@ -69,9 +78,11 @@ def test_malformed_snapshot_and_trim_requests_go_to_the_failure_queue(pipeline, 
     pipeline.request_snapshot(user, horizon_seconds=0)
     # Then both land in the failure queue with their bodies, and the rest goes on
     snapshot_failure = wait_for_failure_message(
-        pipeline, lambda m: (m.get("message") or {}).get("body") == snapshot_body, "the malformed snapshot request")
+        pipeline, lambda m: (m.get("message") or {}).get("body") == snapshot_body, "the malformed snapshot request"
+    )
     trim_failure = wait_for_failure_message(
-        pipeline, lambda m: (m.get("message") or {}).get("body") == trim_body, "the malformed trim request")
+        pipeline, lambda m: (m.get("message") or {}).get("body") == trim_body, "the malformed trim request"
+    )
     assert snapshot_failure["source"] == "snapshot" and "userId" in snapshot_failure["reason"], snapshot_failure
     assert trim_failure["source"] == "trim" and "watermark" in trim_failure["reason"], trim_failure
     assert_converged(pipeline, [user])

@@ -48,25 +48,38 @@ def slow_snapshot_races_a_snapshot_and_a_trim(pipeline: Pipeline, user: str, fau
     sampler = StateSampler(pipeline, [user])
     with sampler:
         # Given a user whose first three events are snapshotted and trimmed
-        pipeline.put_events([user_created(user, "Racer", now - 90_000), logged_in(user, now - 80_000),
-                             order_submitted(user, now - 70_000)])
+        pipeline.put_events(
+            [
+                user_created(user, "Racer", now - 90_000),
+                logged_in(user, now - 80_000),
+                order_submitted(user, now - 70_000),
+            ]
+        )
         wait_for_view_count(pipeline, user, 3)
         pipeline.request_snapshot(user, horizon_seconds=0)
         wait_for_snapshot_count(pipeline, user, 3)
         wait_for_stored_count(pipeline, user, 0)
         # and three more in the view
-        pipeline.put_events([logged_in(user, now - 60_000), order_submitted(user, now - 50_000),
-                             order_submitted(user, now - 40_000)])
+        pipeline.put_events(
+            [logged_in(user, now - 60_000), order_submitted(user, now - 50_000), order_submitted(user, now - 40_000)]
+        )
         wait_for_view_count(pipeline, user, 6)
         mark = history_mark(control)
         # When a snapshot run reads those three and is held before writing its snapshot
-        rule = faults.add("delay", operation="PutItem", service="dynamodb", match=snapshot_write_marker(user),
-                          delay_seconds=HELD_SECONDS, count=1)
+        rule = faults.add(
+            "delay",
+            operation="PutItem",
+            service="dynamodb",
+            match=snapshot_write_marker(user),
+            delay_seconds=HELD_SECONDS,
+            count=1,
+        )
         pipeline.request_snapshot(user, horizon_seconds=0)
         wait_for_rule_used(pipeline, faults, rule)
         # and meanwhile three more events arrive (old enough for the original's timestamp rule too),
-        pipeline.put_events([logged_in(user, now - 30_000), order_submitted(user, now - 20_000),
-                             order_submitted(user, now - 10_000)])
+        pipeline.put_events(
+            [logged_in(user, now - 30_000), order_submitted(user, now - 20_000), order_submitted(user, now - 10_000)]
+        )
         wait_for_view_count(pipeline, user, 9)
         # a second snapshot run folds all nine, and its trim deletes them from the events table
         pipeline.request_snapshot(user, horizon_seconds=0)
@@ -83,8 +96,14 @@ def wait_for_slow_snapshot(pipeline: Pipeline, mark: int) -> dict:
     function = pipeline.function("snapshot")
 
     def held() -> dict | None:
-        return next((r for r in invocations(pipeline.backend.control, function, mark)
-                     if r["durationMs"] >= HELD_SECONDS * 1000), None)
+        return next(
+            (
+                r
+                for r in invocations(pipeline.backend.control, function, mark)
+                if r["durationMs"] >= HELD_SECONDS * 1000
+            ),
+            None,
+        )
 
     return wait_until(pipeline, held, f"the held {function} invocation to end")
 
@@ -92,12 +111,18 @@ def wait_for_slow_snapshot(pipeline: Pipeline, mark: int) -> dict:
 def assert_race_happened(pipeline: Pipeline, mark: int, slow: dict) -> None:
     """The second snapshot and a trim ran, start to end, while the first was held."""
     control = pipeline.backend.control
-    inside = [r for key in ("snapshot", "trim") for r in invocations(control, pipeline.function(key), mark)
-              if r["id"] != slow["id"] and slow["startedAt"] < r["startedAt"] and r["endedAt"] < slow["endedAt"]]
+    inside = [
+        r
+        for key in ("snapshot", "trim")
+        for r in invocations(control, pipeline.function(key), mark)
+        if r["id"] != slow["id"] and slow["startedAt"] < r["startedAt"] and r["endedAt"] < slow["endedAt"]
+    ]
     functions = {r["function"] for r in inside}
     if functions != {pipeline.function("snapshot"), pipeline.function("trim")}:
-        pytest.fail(f"the race did not happen: within the {HELD_SECONDS} s window only {sorted(functions)} ran; "
-                    "the machine is too slow for the window (raise HELD_SECONDS)")
+        pytest.fail(
+            f"the race did not happen: within the {HELD_SECONDS} s window only {sorted(functions)} ran; "
+            "the machine is too slow for the window (raise HELD_SECONDS)"
+        )
 
 
 @pytest.mark.embedded_only("widens the race with a request fault (control API)")
@@ -130,10 +155,15 @@ def test_snapshots_and_trims_while_events_flow(pipeline, new_user, maybe_faults)
     users = [new_user(f"flow{i}") for i in range(3)]
     if maybe_faults is not None:  # widen the races where the endpoint lets us
         for user in users:
-            maybe_faults.add("delay", function=pipeline.function("snapshot"), match=user, delay_seconds=0.4,
-                             count=2)
-            maybe_faults.add("delay", operation="PutItem", service="dynamodb", match=snapshot_write_marker(user),
-                             delay_seconds=0.3, count=3)
+            maybe_faults.add("delay", function=pipeline.function("snapshot"), match=user, delay_seconds=0.4, count=2)
+            maybe_faults.add(
+                "delay",
+                operation="PutItem",
+                service="dynamodb",
+                match=snapshot_write_marker(user),
+                delay_seconds=0.3,
+                count=3,
+            )
     stop = threading.Event()
     errors: list[BaseException] = []
 

@@ -80,8 +80,9 @@ def test_a_snapshot_requested_before_any_view_row_exists(held_pipeline, new_user
     set_mapping_enabled(pipeline, trigger, False)
     try:
         now = now_ms()
-        pipeline.put_events([user_created(user, "Early", now - 3_000), logged_in(user, now - 2_000),
-                             order_submitted(user, now - 1_000)])
+        pipeline.put_events(
+            [user_created(user, "Early", now - 3_000), logged_in(user, now - 2_000), order_submitted(user, now - 1_000)]
+        )
         wait_for_stored_count(pipeline, user, 3)
         assert view_of(pipeline, user) is None
         # When a snapshot is requested
@@ -102,17 +103,21 @@ def set_mapping_enabled(pipeline: Pipeline, uuid: str, enabled: bool) -> None:
     on some backends)."""
     pipeline.lambda_.update_event_source_mapping(UUID=uuid, Enabled=enabled)
     state = "Enabled" if enabled else "Disabled"
-    wait_until(pipeline, lambda: pipeline.lambda_.get_event_source_mapping(UUID=uuid)["State"] == state,
-               f"mapping {uuid} to be {state}",
-               observe=lambda: pipeline.lambda_.get_event_source_mapping(UUID=uuid)["State"])
+    wait_until(
+        pipeline,
+        lambda: pipeline.lambda_.get_event_source_mapping(UUID=uuid)["State"] == state,
+        f"mapping {uuid} to be {state}",
+        observe=lambda: pipeline.lambda_.get_event_source_mapping(UUID=uuid)["State"],
+    )
 
 
 def test_a_deleted_view_row_is_rebuilt_by_a_snapshot_request(pipeline, new_user):
     # Given a user's view row, from events that are live in the events table (and a quiet pipeline)
     user = new_user("rebuild")
     now = now_ms()
-    pipeline.put_events([user_created(user, "Rebuilt", now - 5_000), logged_in(user, now - 4_000),
-                         order_submitted(user, now - 3_000)])
+    pipeline.put_events(
+        [user_created(user, "Rebuilt", now - 5_000), logged_in(user, now - 4_000), order_submitted(user, now - 3_000)]
+    )
     assert_converged(pipeline, [user])
     # When the row is deleted and a snapshot is requested
     pipeline.delete_view(user)

@@ -37,8 +37,9 @@ def test_an_order_only_user_gets_a_view_row_and_blocks_nothing(pipeline, new_use
     # Given a user who places orders but whose user-created event never arrives
     buyer = new_user("buyer")
     now = now_ms()
-    pipeline.put_events([order_submitted(buyer, now - 3_000), order_submitted(buyer, now - 2_000),
-                         order_submitted(buyer, now - 1_000)])
+    pipeline.put_events(
+        [order_submitted(buyer, now - 3_000), order_submitted(buyer, now - 2_000), order_submitted(buyer, now - 1_000)]
+    )
     # and, behind those on the same shard, another user's events
     neighbour = user_on_shard(pipeline, new_user, "neighbour", shard_of(pipeline, buyer))
     pipeline.put_events([user_created(neighbour, "Neighbour", now), logged_in(neighbour, now)])

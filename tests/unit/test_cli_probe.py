@@ -134,8 +134,9 @@ def test_a_socket_that_never_answers_is_slow_not_absent(proxy_environment: str) 
     with silent_port() as endpoint:
         probe = probe_health(endpoint, timeout=QUICK)
     assert probe.kind is ProbeKind.SLOW
-    assert probe.describe() == (f"something answers at {endpoint} but not within 0.3s: is it busy, or not an "
-                                "esjoin endpoint?")
+    assert probe.describe() == (
+        f"something answers at {endpoint} but not within 0.3s: is it busy, or not an esjoin endpoint?"
+    )
 
 
 def test_a_socket_that_hangs_up_is_not_an_esjoin_endpoint(proxy_environment: str) -> None:
@@ -182,8 +183,12 @@ def test_the_control_client_and_localstack_check_ignore_the_proxy_too(proxy_envi
 def test_the_container_healthcheck_ignores_the_proxy(proxy_environment: str) -> None:
     # As the container runs it: a process of its own, the proxy variables in its environment.
     with http_port(esjoin_routes(READY_HEALTH)) as endpoint:
-        result = subprocess.run([sys.executable, str(ROOT / "docker" / "healthcheck.py"), "esjoin", "--url", endpoint],
-                                capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "docker" / "healthcheck.py"), "esjoin", "--url", endpoint],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("healthy: ")
 

@@ -58,10 +58,16 @@ def volumes(name: str) -> list[tuple[str, str, str]]:
 
 def dockerfile() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) in order, continuation lines joined, comments dropped."""
-    logical = re.sub(r"\\\n", " ", "\n".join(
-        line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#")))
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip())
-            for line in logical.splitlines() if line.strip()]
+    logical = re.sub(
+        r"\\\n",
+        " ",
+        "\n".join(line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#")),
+    )
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip())
+        for line in logical.splitlines()
+        if line.strip()
+    ]
 
 
 def dockerfile_env() -> dict[str, str]:
@@ -143,8 +149,9 @@ def test_ports_are_published_on_loopback_only_at_the_hosts_endpoint() -> None:
 
 
 def test_localstack_services_cover_what_the_stack_calls() -> None:
-    stack_services = {name.rstrip("_") for name, value in vars(Clients).items()
-                      if isinstance(value, functools.cached_property)}
+    stack_services = {
+        name.rstrip("_") for name, value in vars(Clients).items() if isinstance(value, functools.cached_property)
+    }
     services = set(environment("localstack")["SERVICES"].split(","))
     assert stack_services <= services, f"SERVICES lacks {stack_services - services}"
     assert services == set(localstack_container.SERVICES)
@@ -168,8 +175,10 @@ def test_the_bootstrap_hook_is_mounted_executable_in_ready_d_and_is_what_health_
     assert mode == "ro" and target.endswith(".sh"), "LocalStack runs only *.sh hooks"
     assert script.read_text().startswith("#!/bin/bash\n"), "LocalStack executes the hook directly: it needs a shebang"
     assert script.stat().st_mode & stat.S_IXUSR and script.stat().st_mode & stat.S_IXOTH, f"{source} is not executable"
-    tracked = shutil.which("git") and subprocess.run(["git", "ls-files", "-s", "--", source], cwd=ROOT,
-                                                     capture_output=True, text=True).stdout
+    tracked = (
+        shutil.which("git")
+        and subprocess.run(["git", "ls-files", "-s", "--", source], cwd=ROOT, capture_output=True, text=True).stdout
+    )
     if tracked:  # the mode git will check out elsewhere
         assert tracked.startswith("100755"), f"{source} is tracked as {tracked.split()[0]}: git update-index --chmod=+x"
     test = service("localstack")["healthcheck"]["test"]
@@ -225,8 +234,11 @@ def test_the_emulator_image_runs_as_a_non_root_user() -> None:
 
 def test_the_emulator_image_is_built_here_installs_from_constraints_and_listens_on_every_interface() -> None:
     base_argument = "${ESJOIN_PYTHON_IMAGE:-" + dockerfile_base() + "}"
-    assert service("emulator")["build"] == {"context": ".", "dockerfile": "Dockerfile",
-                                            "args": {"PYTHON_IMAGE": base_argument}}
+    assert service("emulator")["build"] == {
+        "context": ".",
+        "dockerfile": "Dockerfile",
+        "args": {"PYTHON_IMAGE": base_argument},
+    }
     assert service("bootstrap")["build"] == service("emulator")["build"]
     assert service("bootstrap")["image"] == service("emulator")["image"]
     runs = " ".join(args for instruction, args in dockerfile() if instruction == "RUN")
@@ -247,12 +259,20 @@ def test_the_emulator_healthcheck_asks_esjoin_health_in_compose_and_in_the_image
 
 
 def test_dockerignore_lets_in_exactly_what_the_dockerfile_copies() -> None:
-    rules = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    rules = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert rules[0] == "*", "an allowlist: everything else (.venv, .esjoin, .git) stays out"
     allowed = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
-    copied = {source.rstrip("/").removeprefix("./") for instruction, args in dockerfile() if instruction == "COPY"
-              for source in args.split()[:-1] if not source.startswith("--")}
+    copied = {
+        source.rstrip("/").removeprefix("./")
+        for instruction, args in dockerfile()
+        if instruction == "COPY"
+        for source in args.split()[:-1]
+        if not source.startswith("--")
+    }
     assert copied == allowed
     assert all((ROOT / path).exists() for path in copied)
 
@@ -282,8 +302,10 @@ def compose_tools() -> list[list[str]]:
 def test_a_compose_tool_validates_the_file_for_the_profile(profile: str) -> None:
     tools = compose_tools()
     if not tools:
-        pytest.skip("neither `docker compose` nor `docker-compose` is installed; `make test` installs Debian's "
-                    "docker-compose when run as root with apt-get")
+        pytest.skip(
+            "neither `docker compose` nor `docker-compose` is installed; `make test` installs Debian's "
+            "docker-compose when run as root with apt-get"
+        )
     for tool in tools:
         command = [*tool, "-f", str(COMPOSE_FILE), "--profile", profile, "config"]
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)

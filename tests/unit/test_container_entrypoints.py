@@ -43,10 +43,16 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def dockerfile() -> list[tuple[str, str]]:
-    logical = re.sub(r"\\\n", " ", "\n".join(
-        line for line in (ROOT / "Dockerfile").read_text().splitlines() if not line.lstrip().startswith("#")))
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip())
-            for line in logical.splitlines() if line.strip()]
+    logical = re.sub(
+        r"\\\n",
+        " ",
+        "\n".join(line for line in (ROOT / "Dockerfile").read_text().splitlines() if not line.lstrip().startswith("#")),
+    )
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip())
+        for line in logical.splitlines()
+        if line.strip()
+    ]
 
 
 def image_command(instruction: str) -> list[str]:
@@ -87,11 +93,15 @@ def entry_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str, dict[
     port = free_port()
     env = image_env(ESJOIN_HOST="127.0.0.1", ESJOIN_PORT=str(port), ESJOIN_STATE_DIR=str(tmp_path / "state"))
     log = open(tmp_path / "emulator.log", "wb")  # noqa: SIM115 - closed below, after the process
-    process = subprocess.Popen(image_command("CMD"), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log,
-                               stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        image_command("CMD"), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL
+    )
     try:
-        eventually(lambda: process.poll() is not None or healthcheck_passes(env),
-                   "the image's HEALTHCHECK to pass", deadline=60)
+        eventually(
+            lambda: process.poll() is not None or healthcheck_passes(env),
+            "the image's HEALTHCHECK to pass",
+            deadline=60,
+        )
         assert process.poll() is None, f"exited {process.returncode}: {(tmp_path / 'emulator.log').read_text()}"
         yield process, f"http://127.0.0.1:{port}", env
     finally:
@@ -118,7 +128,8 @@ def image_endpoint(image_process: tuple[subprocess.Popen, str, dict[str, str]]) 
 
 
 def test_the_entry_command_serves_and_the_image_healthcheck_passes(
-        image_process: tuple[subprocess.Popen, str, dict[str, str]]) -> None:
+    image_process: tuple[subprocess.Popen, str, dict[str, str]],
+) -> None:
     process, endpoint, env = image_process
     ready = json.loads(process.stdout.readline())
     assert ready["status"] == "ready" and ready["endpoint"] == endpoint
@@ -148,7 +159,8 @@ def run_hook(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_hook_bootstraps_the_stack_on_an_endpoint_and_hands_the_outputs_to_the_checkouts_owner(
-        image_endpoint: str, tmp_path: Path) -> None:
+    image_endpoint: str, tmp_path: Path
+) -> None:
     # A checkout of its own (the real packages linked in), owned by someone else when we are root:
     # LocalStack runs the hook as root and the host user must be able to replace the outputs.
     project = tmp_path / "checkout"
@@ -159,8 +171,13 @@ def test_the_hook_bootstraps_the_stack_on_an_endpoint_and_hands_the_outputs_to_t
     if os.getuid() == 0:
         os.chown(project, owner, owner)
     outputs_path = tmp_path / "state" / "outputs.json"
-    env = {"ESJOIN_BOOTSTRAP_PYTHON": sys.executable, "ESJOIN_BOOTSTRAP_ENDPOINT": image_endpoint,
-           "ESJOIN_PROJECT_DIR": str(project), "ESJOIN_OUTPUTS": str(outputs_path), "ESJOIN_STAGE": "hook"}
+    env = {
+        "ESJOIN_BOOTSTRAP_PYTHON": sys.executable,
+        "ESJOIN_BOOTSTRAP_ENDPOINT": image_endpoint,
+        "ESJOIN_PROJECT_DIR": str(project),
+        "ESJOIN_OUTPUTS": str(outputs_path),
+        "ESJOIN_STAGE": "hook",
+    }
 
     first = run_hook(env)
     assert first.returncode == 0, first.stderr
@@ -177,8 +194,11 @@ def test_the_hook_bootstraps_the_stack_on_an_endpoint_and_hands_the_outputs_to_t
 
 
 def test_the_hook_fails_loudly_so_localstack_marks_it_error(tmp_path: Path) -> None:
-    base = {"ESJOIN_BOOTSTRAP_PYTHON": sys.executable, "ESJOIN_PROJECT_DIR": str(ROOT),
-            "ESJOIN_OUTPUTS": str(tmp_path / "outputs.json")}
+    base = {
+        "ESJOIN_BOOTSTRAP_PYTHON": sys.executable,
+        "ESJOIN_PROJECT_DIR": str(ROOT),
+        "ESJOIN_OUTPUTS": str(tmp_path / "outputs.json"),
+    }
     refused = run_hook({**base, "ESJOIN_BOOTSTRAP_ENDPOINT": "http://aws.example.com:4566"})
     assert refused.returncode == 2 and "refused" in refused.stderr
     unreachable = run_hook({**base, "ESJOIN_BOOTSTRAP_ENDPOINT": f"http://127.0.0.1:{free_port()}"})
@@ -230,17 +250,24 @@ def hook(state: str, name: str = "esjoin-bootstrap.sh") -> dict[str, str]:
     return {"stage": "READY", "name": name, "state": state}
 
 
-@pytest.mark.parametrize(("document", "code", "verdict"), [
-    ({"completed": False, "scripts": [hook("UNKNOWN")]}, 1, "waiting:"),
-    ({"completed": False, "scripts": [hook("RUNNING")]}, 1, "waiting:"),
-    ({"completed": True, "scripts": [hook("SUCCESSFUL")]}, 0, "healthy:"),
-    ({"completed": True, "scripts": [hook("ERROR")]}, 1, "FAILED:"),
-    ({"completed": False, "scripts": [hook("ERROR", "other.sh"), hook("UNKNOWN")]}, 1, "FAILED:"),
-    ({"completed": True, "scripts": []}, 1, "FAILED:"),  # hook not mounted: it never will be
-], ids=["not-started", "running", "succeeded", "failed", "another-failed", "missing"])
+@pytest.mark.parametrize(
+    ("document", "code", "verdict"),
+    [
+        ({"completed": False, "scripts": [hook("UNKNOWN")]}, 1, "waiting:"),
+        ({"completed": False, "scripts": [hook("RUNNING")]}, 1, "waiting:"),
+        ({"completed": True, "scripts": [hook("SUCCESSFUL")]}, 0, "healthy:"),
+        ({"completed": True, "scripts": [hook("ERROR")]}, 1, "FAILED:"),
+        ({"completed": False, "scripts": [hook("ERROR", "other.sh"), hook("UNKNOWN")]}, 1, "FAILED:"),
+        ({"completed": True, "scripts": []}, 1, "FAILED:"),  # hook not mounted: it never will be
+    ],
+    ids=["not-started", "running", "succeeded", "failed", "another-failed", "missing"],
+)
 def test_localstack_is_healthy_only_once_the_hook_succeeded(
-        localstack_init: Callable[[dict[str, Any]], subprocess.CompletedProcess[str]],
-        document: dict[str, Any], code: int, verdict: str) -> None:
+    localstack_init: Callable[[dict[str, Any]], subprocess.CompletedProcess[str]],
+    document: dict[str, Any],
+    code: int,
+    verdict: str,
+) -> None:
     result = localstack_init(document)
     assert (result.returncode, result.stdout.split(" ", 1)[0]) == (code, verdict), result.stdout
 
@@ -252,18 +279,31 @@ def health(status: str, output: str = "") -> dict[str, Any]:
     return {"Status": status, "Log": [{"ExitCode": 1, "Output": output}] if output else []}
 
 
-@pytest.mark.parametrize(("state", "expected"), [
-    (None, WAITING),
-    ({"Status": "running", "Health": health("starting", "waiting: READY stage running")}, WAITING),
-    ({"Status": "running", "Health": health("healthy", "healthy: esjoin-bootstrap.sh bootstrapped")}, READY),
-    ({"Status": "running", "Health": health("starting", "FAILED: init script(s) x failed")}, FAILED),
-    ({"Status": "running", "Health": health("unhealthy")}, FAILED),
-    ({"Status": "exited", "ExitCode": 137, "Health": health("starting")}, FAILED),  # a server that died
-    ({"Status": "running"}, WAITING),  # the one-shot bootstrap, still applying
-    ({"Status": "exited", "ExitCode": 0}, READY),
-    ({"Status": "exited", "ExitCode": 1}, FAILED),
-], ids=["no-container", "starting", "healthy", "hook-failed", "unhealthy", "server-died", "one-shot-running",
-        "one-shot-done", "one-shot-failed"])
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        (None, WAITING),
+        ({"Status": "running", "Health": health("starting", "waiting: READY stage running")}, WAITING),
+        ({"Status": "running", "Health": health("healthy", "healthy: esjoin-bootstrap.sh bootstrapped")}, READY),
+        ({"Status": "running", "Health": health("starting", "FAILED: init script(s) x failed")}, FAILED),
+        ({"Status": "running", "Health": health("unhealthy")}, FAILED),
+        ({"Status": "exited", "ExitCode": 137, "Health": health("starting")}, FAILED),  # a server that died
+        ({"Status": "running"}, WAITING),  # the one-shot bootstrap, still applying
+        ({"Status": "exited", "ExitCode": 0}, READY),
+        ({"Status": "exited", "ExitCode": 1}, FAILED),
+    ],
+    ids=[
+        "no-container",
+        "starting",
+        "healthy",
+        "hook-failed",
+        "unhealthy",
+        "server-died",
+        "one-shot-running",
+        "one-shot-done",
+        "one-shot-failed",
+    ],
+)
 def test_esjoin_up_reads_a_services_state(state: dict[str, Any] | None, expected: str) -> None:
     assert service_status(state)[0] == expected
 
@@ -288,8 +328,10 @@ def containers(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[dict[str, Any]
 
 
 def test_esjoin_up_waits_for_the_emulator_then_the_one_shot_bootstrap(containers: dict[str, Any]) -> None:
-    containers["emulator"] = [{"Status": "running", "Health": health("starting")},
-                              {"Status": "running", "Health": health("healthy", "healthy: ready")}]
+    containers["emulator"] = [
+        {"Status": "running", "Health": health("starting")},
+        {"Status": "running", "Health": health("healthy", "healthy: ready")},
+    ]
     containers["bootstrap"] = [{"Status": "created"}, {"Status": "running"}, {"Status": "exited", "ExitCode": 0}]
     cli.wait_for_services(cli.EMULATOR_CONTAINER)
     assert containers["bootstrap"] == [{"Status": "exited", "ExitCode": 0}]  # it looked until the end
@@ -395,11 +437,13 @@ class FakeLocalStack:
 @pytest.fixture
 def testcontainers(monkeypatch: pytest.MonkeyPatch) -> type[FakeLocalStack]:
     FakeLocalStack.instances, FakeLocalStack.fail_start, FakeNetwork.created = [], None, []
-    modules = {"testcontainers": types.ModuleType("testcontainers"),
-               "testcontainers.core": types.ModuleType("testcontainers.core"),
-               "testcontainers.core.network": types.ModuleType("testcontainers.core.network"),
-               "testcontainers.community": types.ModuleType("testcontainers.community"),
-               "testcontainers.community.localstack": types.ModuleType("testcontainers.community.localstack")}
+    modules = {
+        "testcontainers": types.ModuleType("testcontainers"),
+        "testcontainers.core": types.ModuleType("testcontainers.core"),
+        "testcontainers.core.network": types.ModuleType("testcontainers.core.network"),
+        "testcontainers.community": types.ModuleType("testcontainers.community"),
+        "testcontainers.community.localstack": types.ModuleType("testcontainers.community.localstack"),
+    }
     modules["testcontainers.core.network"].Network = FakeNetwork
     modules["testcontainers.community.localstack"].LocalStackContainer = FakeLocalStack
     for name, module in modules.items():

@@ -72,9 +72,7 @@ def local_client(endpoint: str, environ: dict[str, str] | None = None) -> Any:
         "https://127.8.9.10",
     ],
 )
-def test_a_local_endpoint_is_where_botocore_connects(
-    endpoint: str, connections: list[tuple[str, int | None]]
-) -> None:
+def test_a_local_endpoint_is_where_botocore_connects(endpoint: str, connections: list[tuple[str, int | None]]) -> None:
     target = local_target(endpoint, "us-east-1", environ={})
     assert target.kind == LOCAL and target.endpoint_url == endpoint.rstrip("/")
     host = connected_host(local_client(endpoint), connections)
@@ -156,7 +154,9 @@ def test_the_guard_refuses_when_urllib3_reads_another_host(monkeypatch: pytest.M
         return Url(scheme="http", host="evil.example", port=4566)
 
     monkeypatch.setattr(target_module, "parse_url", another_host)
-    with pytest.raises(TargetRefused, match=re.escape("urllib3, which botocore connects with, reads http://evil.example:4566")):
+    with pytest.raises(
+        TargetRefused, match=re.escape("urllib3, which botocore connects with, reads http://evil.example:4566")
+    ):
         local_target("http://127.0.0.1:4566", "us-east-1", environ={})
 
 

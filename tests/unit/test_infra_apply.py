@@ -87,9 +87,7 @@ def test_first_apply_creates_the_stage_and_the_second_changes_nothing(target: Ta
 
     written = json.loads(path.read_text())
     assert written["stage"] == "ut" and written["accountId"] == first.account_id
-    assert written["tables"]["events"]["streamArn"].startswith(
-        written["tables"]["events"]["arn"] + "/stream/"
-    )
+    assert written["tables"]["events"]["streamArn"].startswith(written["tables"]["events"]["arn"] + "/stream/")
     assert set(written["functions"]) == {"command", "consumer", "trigger", "snapshot", "trim"}
     assert {m["function"] for m in written["mappings"].values()} == {
         "esjoin-ut-consumer",
@@ -110,9 +108,7 @@ def test_a_setting_change_updates_only_what_carries_it(target: Target) -> None:
     horizon = bootstrap.apply(_stack(snapshot_horizon_seconds=2), target, outputs_path=None, timeout=5)
     assert _actions(horizon)[c.UPDATED] == functions
     lambda_ = target.clients().lambda_
-    variables = lambda_.get_function(FunctionName="esjoin-ut-snapshot")["Configuration"]["Environment"][
-        "Variables"
-    ]
+    variables = lambda_.get_function(FunctionName="esjoin-ut-snapshot")["Configuration"]["Environment"]["Variables"]
     assert variables["SNAPSHOT_HORIZON_SECONDS"] == "2"
 
     parallel = bootstrap.apply(
@@ -162,15 +158,11 @@ def test_teardown_removes_the_stage_and_tolerates_what_is_gone(target: Target, t
     bootstrap.apply(build_stack(StackSettings(stage="other")), target, outputs_path=None, timeout=5)
 
     report = bootstrap.teardown(_stack(), target, outputs_path=path, timeout=5)
-    assert (
-        len(_actions(report)[c.REMOVED]) == 21
-    )  # 4 mappings, 5 functions, 5 queues, 4 tables, stream, policy, role
+    assert len(_actions(report)[c.REMOVED]) == 21  # 4 mappings, 5 functions, 5 queues, 4 tables, stream, policy, role
     assert not path.exists()
     clients = target.clients()
     assert clients.lambda_.list_functions()["Functions"] != []  # the other stage is untouched
-    assert all(
-        not f["FunctionName"].startswith("esjoin-ut-") for f in clients.lambda_.list_functions()["Functions"]
-    )
+    assert all(not f["FunctionName"].startswith("esjoin-ut-") for f in clients.lambda_.list_functions()["Functions"])
     assert all("esjoin-ut-" not in t for t in clients.dynamodb.list_tables()["TableNames"])
 
     again = bootstrap.teardown(_stack(), target, outputs_path=path, timeout=5)

@@ -54,9 +54,7 @@ class TestFunctions:
         deployed = _deployed_configuration(_stack())
         changed = _stack(snapshot_horizon_seconds=2)
         desired = changed.function("consumer").configuration(ROLE, function_environment(changed, QUEUE_URLS))
-        assert c.function_configuration_diff(desired, deployed) == [
-            "Environment.SNAPSHOT_HORIZON_SECONDS: '60' -> '2'"
-        ]
+        assert c.function_configuration_diff(desired, deployed) == ["Environment.SNAPSHOT_HORIZON_SECONDS: '60' -> '2'"]
 
     def test_fields_and_extra_or_missing_variables_are_reported(self) -> None:
         stack = _stack()
@@ -179,9 +177,7 @@ class TestPolicies:
         return role_policy(
             stack,
             stream_arn="arn:aws:kinesis:us-east-1:000000000000:stream/esjoin-t-events-in",
-            table_arns={
-                t.key: f"arn:aws:dynamodb:us-east-1:000000000000:table/{t.name}" for t in stack.tables
-            },
+            table_arns={t.key: f"arn:aws:dynamodb:us-east-1:000000000000:table/{t.name}" for t in stack.tables},
             queue_arns=QUEUE_ARNS,
             region="us-east-1",
             account_id="000000000000",
@@ -216,9 +212,7 @@ class TestPolicies:
 
     def test_the_policy_names_only_the_stages_resources(self) -> None:
         resources = [r for s in self._policy()["Statement"] for r in s["Resource"]]
-        assert all(
-            "esjoin-t-" in r or "/aws/lambda/esjoin-t-" in r or r.endswith("/stream/*") for r in resources
-        )
+        assert all("esjoin-t-" in r or "/aws/lambda/esjoin-t-" in r or r.endswith("/stream/*") for r in resources)
         assert "*" not in resources
 
 
@@ -234,12 +228,8 @@ class TestTables:
         }
         assert c.table_key_diff(events.key_schema(), described) == []
         assert c.table_stream_diff(events.stream_view_type, described) == []
-        assert c.table_stream_diff(events.stream_view_type, {}) == [
-            "StreamViewType: None -> NEW_AND_OLD_IMAGES"
-        ]
-        assert c.table_key_diff(
-            events.key_schema(), {"KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}]}
-        )
+        assert c.table_stream_diff(events.stream_view_type, {}) == ["StreamViewType: None -> NEW_AND_OLD_IMAGES"]
+        assert c.table_key_diff(events.key_schema(), {"KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}]})
 
     @pytest.mark.parametrize(
         ("description", "unchanged"),

@@ -148,9 +148,7 @@ def test_a_setting_change_changes_only_what_it_should() -> None:
 def test_every_name_carries_the_stage_prefix() -> None:
     stack = build_stack(StackSettings(stage="abc"))
     names = [stack.stream.name, stack.role.name, stack.role.policy_name]
-    names += (
-        [t.name for t in stack.tables] + [q.name for q in stack.queues] + [f.name for f in stack.functions]
-    )
+    names += [t.name for t in stack.tables] + [q.name for q in stack.queues] + [f.name for f in stack.functions]
     assert all(n.startswith("esjoin-abc-") for n in names)
     assert len(set(names)) == len(names)
 

@@ -68,9 +68,7 @@ def test_malformed_endpoints_are_refused(endpoint: str) -> None:
 def test_allowed_hosts_admit_compose_service_names() -> None:
     environ = {"ESJOIN_ALLOWED_HOSTS": "localstack, Emulator ,"}
     assert allowed_hosts(environ) == {"localstack", "emulator"}
-    assert (
-        local_target("http://localstack:4566", "us-east-1", environ).endpoint_url == "http://localstack:4566"
-    )
+    assert local_target("http://localstack:4566", "us-east-1", environ).endpoint_url == "http://localstack:4566"
     assert local_target("http://emulator:4566", "us-east-1", environ).is_local
     with pytest.raises(TargetRefused, match="ESJOIN_ALLOWED_HOSTS"):
         local_target("http://other:4566", "us-east-1", environ)
@@ -113,9 +111,7 @@ def test_aws_with_a_stage_uses_no_endpoint_and_takes_none() -> None:
     target = resolve_target(AWS, endpoint_url=None, region="eu-west-1", stage="alice-dev", environ={})
     assert (target.kind, target.endpoint_url, target.region) == (AWS, None, "eu-west-1")
     with pytest.raises(TargetRefused, match="no --endpoint"):
-        resolve_target(
-            AWS, endpoint_url="http://127.0.0.1:4566", region="us-east-1", stage="alice", environ={}
-        )
+        resolve_target(AWS, endpoint_url="http://127.0.0.1:4566", region="us-east-1", stage="alice", environ={})
 
 
 def test_unknown_target_is_refused() -> None:

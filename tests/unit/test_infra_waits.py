@@ -89,9 +89,7 @@ def test_a_mapping_that_stays_creating_fails_with_its_uuid_function_and_state() 
 
 def test_a_function_waiter_failure_becomes_a_clear_error() -> None:
     pending = {"Configuration": {"State": "Pending", "StateReason": "creating the sandbox"}}
-    with pytest.raises(
-        WaitTimeout, match=r"function esjoin-w-trim still Pending after 0 s .*creating the sandbox"
-    ):
+    with pytest.raises(WaitTimeout, match=r"function esjoin-w-trim still Pending after 0 s .*creating the sandbox"):
         _provisioner(pending)._lambda_wait("function_active_v2", "esjoin-w-trim", "State")
     failed = {"Configuration": {"State": "Failed", "StateReason": "bad zip"}}
     with pytest.raises(ResourceFailed, match="function esjoin-w-trim is State Failed: bad zip"):

@@ -26,10 +26,22 @@ from lambdas.work_requests import TrimRequest
 NOW = 1_700_000_000_000
 
 
-def stored(event_id: str, user: str, seq: int, timestamp: int = NOW, visible_since: int = NOW - 600_000,
-           event_type: str = ORDER_SUBMITTED) -> StoredEvent:
-    event = DomainEvent(event_id=event_id, type=event_type, timestamp=timestamp, user_id=user,
-                        name="Ann" if event_type == USER_CREATED else None, body="{}")
+def stored(
+    event_id: str,
+    user: str,
+    seq: int,
+    timestamp: int = NOW,
+    visible_since: int = NOW - 600_000,
+    event_type: str = ORDER_SUBMITTED,
+) -> StoredEvent:
+    event = DomainEvent(
+        event_id=event_id,
+        type=event_type,
+        timestamp=timestamp,
+        user_id=user,
+        name="Ann" if event_type == USER_CREATED else None,
+        body="{}",
+    )
     return StoredEvent(seq=encode_seq(str(seq)), event=event, arrived_at=visible_since, stored_at=visible_since)
 
 
@@ -77,8 +89,14 @@ def test_accept_new_ids_and_redeliveries_but_not_producer_retries():
 
 
 def kinesis(seq: str) -> KinesisRecord:
-    return KinesisRecord(event_id=f"shardId-000000000001:{seq}", partition_key="u", sequence_number=seq,
-                         data="eA==", approximate_arrival_timestamp=1.0, event_source_arn="arn")
+    return KinesisRecord(
+        event_id=f"shardId-000000000001:{seq}",
+        partition_key="u",
+        sequence_number=seq,
+        data="eA==",
+        approximate_arrival_timestamp=1.0,
+        event_source_arn="arn",
+    )
 
 
 def test_poison_already_sent_by_an_earlier_delivery_is_not_sent_again():
@@ -101,8 +119,13 @@ def stream(name: str, user: str | None, seq: str) -> StreamRecord:
 
 
 def test_changed_users_ignore_removes_and_keep_the_lowest_sequence_number():
-    records = [stream("INSERT", "u1", "300"), stream("REMOVE", "u2", "100"), stream("MODIFY", "u1", "40"),
-               stream("INSERT", "u3", "1000"), stream("INSERT", None, "5")]
+    records = [
+        stream("INSERT", "u1", "300"),
+        stream("REMOVE", "u2", "100"),
+        stream("MODIFY", "u1", "40"),
+        stream("INSERT", "u3", "1000"),
+        stream("INSERT", None, "5"),
+    ]
     users = changed_users(records)
     assert users == {"u1": "40", "u3": "1000"}
     assert stream_failures(users, ["u3", "u1"]) == [{"itemIdentifier": "40"}, {"itemIdentifier": "1000"}]
@@ -116,7 +139,10 @@ def test_refresh_folds_only_events_above_the_snapshot_and_asks_for_a_snapshot_at
     assert (plan.state.order_count, plan.live_events, plan.request_snapshot) == (5, 3, True)
     row = plan.row(NOW, snapshot_requested=True)
     assert (row["snapshotWatermark"], row["snapshotVersion"], row["snapshotRequestedAtCount"]) == (
-        encode_seq("20"), 4, 5)
+        encode_seq("20"),
+        4,
+        5,
+    )
     assert plan.row(NOW, snapshot_requested=False)["snapshotRequestedAtCount"] == 1  # send failed: ask later
     again = plan_view_update("u1", {"snapshotRequestedAtCount": 4}, events, snapshot, threshold=3)
     assert not again.request_snapshot  # requested 1 event ago
@@ -129,8 +155,7 @@ def test_refresh_folds_only_events_above_the_snapshot_and_asks_for_a_snapshot_at
 
 def test_next_snapshot_folds_the_old_enough_prefix_and_bumps_the_version():
     current = Snapshot("u1", ViewState(order_count=1, event_count=1), encode_seq("5"), 3)
-    events = [stored("a", "u1", 6), stored("b", "u1", 7), stored("c", "u1", 8, visible_since=NOW),
-              stored("d", "u1", 9)]
+    events = [stored("a", "u1", 6), stored("b", "u1", 7), stored("c", "u1", 8, visible_since=NOW), stored("d", "u1", 9)]
     new = next_snapshot(current, events, NOW, 60_000, SNAPSHOT_MODE_SAFE)
     assert new is not None
     assert (new.watermark, new.version, new.state.order_count, new.updated_at) == (encode_seq("7"), 4, 3, NOW)
@@ -185,8 +210,7 @@ def test_snapshot_request_delay_waits_out_the_horizon_within_sqs_limits():
 def test_failure_message_keeps_the_record_and_marks_a_cut_when_too_big():
     record = {"sequenceNumber": "7", "data": "QUJD"}
     body = json.loads(failure_message("consumer", "bad JSON", "fn", NOW, "record", record, "data"))
-    assert body == {"source": "consumer", "reason": "bad JSON", "function": "fn", "detectedAt": NOW,
-                    "record": record}
+    assert body == {"source": "consumer", "reason": "bad JSON", "function": "fn", "detectedAt": NOW, "record": record}
     huge = {"sequenceNumber": "7", "data": "A" * 600_000}
     text = failure_message("consumer", "too big", "fn", NOW, "record", huge, "data")
     cut = json.loads(text)["record"]

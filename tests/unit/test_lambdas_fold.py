@@ -31,15 +31,22 @@ NOW = 1_700_000_000_000
 HORIZON = 60_000
 
 
-def make_event(event_id: str, event_type: str, timestamp: int, name: str | None = None,
-               user_id: str = "u1") -> DomainEvent:
+def make_event(
+    event_id: str, event_type: str, timestamp: int, name: str | None = None, user_id: str = "u1"
+) -> DomainEvent:
     payload: dict = {"id": event_id, "type": event_type, "timestamp": timestamp}
     if event_type == ORDER_SUBMITTED:
         payload["order"] = {"userId": user_id}
     else:
         payload["user"] = {"id": user_id} | ({"name": name} if name is not None else {})
-    return DomainEvent(event_id=event_id, type=event_type, timestamp=timestamp, user_id=user_id,
-                       name=name if event_type == USER_CREATED else None, body=json.dumps(payload))
+    return DomainEvent(
+        event_id=event_id,
+        type=event_type,
+        timestamp=timestamp,
+        user_id=user_id,
+        name=name if event_type == USER_CREATED else None,
+        body=json.dumps(payload),
+    )
 
 
 def stored(event: DomainEvent, seq: int, visible_since: int = NOW - 10 * HORIZON) -> StoredEvent:
@@ -76,8 +83,9 @@ def deliveries(draw: st.DrawFn) -> tuple[list[DomainEvent], list[StoredEvent]]:
         copy = draw(st.sampled_from(history))
         earliest = log.index(copy) + 1  # a retry comes after the first copy
         log.insert(draw(st.integers(min_value=earliest, max_value=len(log))), copy)
-    seqs = sorted(draw(st.lists(st.integers(min_value=1, max_value=10**40), min_size=len(log),
-                                max_size=len(log), unique=True)))
+    seqs = sorted(
+        draw(st.lists(st.integers(min_value=1, max_value=10**40), min_size=len(log), max_size=len(log), unique=True))
+    )
     return history, [stored(e, s) for e, s in zip(log, seqs, strict=True)]
 
 
@@ -95,13 +103,21 @@ def expected_view(history: list[DomainEvent]) -> dict:
     created = [e for e in history if e.type == USER_CREATED]
     winner = max(created, key=lambda e: (e.timestamp, e.event_id), default=None)
     logins = [e.timestamp for e in history if e.type == USER_LOGGED_IN]
-    return {"name": winner.name if winner else None, "last_login": max(logins, default=None),
-            "order_count": sum(e.type == ORDER_SUBMITTED for e in history), "event_count": len(history)}
+    return {
+        "name": winner.name if winner else None,
+        "last_login": max(logins, default=None),
+        "order_count": sum(e.type == ORDER_SUBMITTED for e in history),
+        "event_count": len(history),
+    }
 
 
 def view_fields(state) -> dict:
-    return {"name": state.name, "last_login": state.last_login, "order_count": state.order_count,
-            "event_count": state.event_count}
+    return {
+        "name": state.name,
+        "last_login": state.last_login,
+        "order_count": state.order_count,
+        "event_count": state.event_count,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,14 +181,17 @@ def test_reused_event_id_with_different_content_picks_the_same_copy_in_any_order
 # ---------------------------------------------------------------------------------------------
 
 
-@given(st.lists(st.integers(min_value=NOW - 3 * HORIZON, max_value=NOW), max_size=30),
-       st.integers(min_value=0, max_value=2 * HORIZON))
+@given(
+    st.lists(st.integers(min_value=NOW - 3 * HORIZON, max_value=NOW), max_size=30),
+    st.integers(min_value=0, max_value=2 * HORIZON),
+)
 def test_snapshot_prefix_is_contiguous_and_stops_at_the_first_young_event(visible, horizon):
-    events = [stored(make_event(f"e{i}", ORDER_SUBMITTED, 0), seq=100 + i, visible_since=v)
-              for i, v in enumerate(visible)]
+    events = [
+        stored(make_event(f"e{i}", ORDER_SUBMITTED, 0), seq=100 + i, visible_since=v) for i, v in enumerate(visible)
+    ]
     shuffled = list(reversed(events))  # the function must not rely on input order
     prefix = snapshot_prefix(shuffled, NOW, horizon)
-    assert prefix == events[:len(prefix)]
+    assert prefix == events[: len(prefix)]
     assert all(e.visible_since <= NOW - horizon for e in prefix)
     if len(prefix) < len(events):
         assert events[len(prefix)].visible_since > NOW - horizon
@@ -210,8 +229,7 @@ def test_original_mode_loses_events_for_some_history():
     """The property below is falsifiable: hypothesis finds a history the original selection loses."""
     from hypothesis import find
 
-    counterexample = find(timestamp_lists, original_mode_loses,
-                          settings=settings(max_examples=2000, derandomize=True))
+    counterexample = find(timestamp_lists, original_mode_loses, settings=settings(max_examples=2000, derandomize=True))
     assert original_mode_loses(counterexample)
     assert not safe_mode_loses(counterexample)
 
@@ -267,6 +285,14 @@ def test_snapshot_is_requested_once_per_threshold_of_new_events():
 
 def test_render_view_uses_null_for_unknown_name_and_login():
     row = render_view("u1", fold([make_event("o", ORDER_SUBMITTED, 1)]), "0011", 3, 99, None)
-    assert row == {"id": "u1", "name": None, "lastLogin": None, "recentOrderCount": 1, "eventCount": 1,
-                   "snapshotWatermark": "0011", "snapshotVersion": 3, "updatedAt": 99}
+    assert row == {
+        "id": "u1",
+        "name": None,
+        "lastLogin": None,
+        "recentOrderCount": 1,
+        "eventCount": 1,
+        "snapshotWatermark": "0011",
+        "snapshotVersion": 3,
+        "updatedAt": 99,
+    }
     assert render_view("u1", EMPTY_STATE, "", 0, 1, 20)["snapshotRequestedAtCount"] == 20

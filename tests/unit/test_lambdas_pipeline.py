@@ -30,8 +30,11 @@ def test_events_flow_to_views_and_snapshot_then_trim_keeps_the_view():
     p.produce(event("l1", USER_LOGGED_IN, "u1", START + 50))
     p.consume(100)
     p.trigger(100)
-    assert p.view("u1") == p.expected("u1") == {"id": "u1", "name": "Ann", "lastLogin": START + 50,
-                                                 "recentOrderCount": 5, "eventCount": 7}
+    assert (
+        p.view("u1")
+        == p.expected("u1")
+        == {"id": "u1", "name": "Ann", "lastLogin": START + 50, "recentOrderCount": 5, "eventCount": 7}
+    )
     assert len(p.sqs.queues[SNAPQ]) == 1  # 7 live events >= threshold 3
     p.drain()
     assert p.ddb.tables[EVENTS] == {}  # all snapshotted, then trimmed
@@ -52,9 +55,13 @@ USERS = ["u1", "u2", "u3"]
 ages = st.one_of(st.just(0), st.integers(min_value=-1500, max_value=0), st.integers(min_value=-3_600_000, max_value=0))
 
 
-produce_step = st.tuples(st.just("produce"), st.sampled_from(USERS),
-                         st.sampled_from([USER_CREATED, USER_LOGGED_IN, ORDER_SUBMITTED, ORDER_SUBMITTED]),
-                         ages, st.sampled_from(["Ann", "Bob", None]))
+produce_step = st.tuples(
+    st.just("produce"),
+    st.sampled_from(USERS),
+    st.sampled_from([USER_CREATED, USER_LOGGED_IN, ORDER_SUBMITTED, ORDER_SUBMITTED]),
+    ages,
+    st.sampled_from(["Ann", "Bob", None]),
+)
 
 
 consume_step = st.tuples(st.just("consume"), st.integers(min_value=1, max_value=8), st.booleans())
@@ -64,21 +71,31 @@ trigger_step = st.tuples(st.just("trigger"), st.integers(min_value=1, max_value=
 
 
 # one_of picks a branch uniformly: repeating a branch weights it.
-steps = st.lists(st.one_of(
-    produce_step, produce_step, produce_step, consume_step, consume_step, trigger_step, trigger_step,
-    st.tuples(st.just("retry"), st.integers(min_value=0, max_value=100)),
-    st.tuples(st.just("poison")),
-    st.tuples(st.just("snapshot"), st.booleans()),
-    st.tuples(st.just("trim"), st.booleans()),
-    st.tuples(st.just("manual"), st.sampled_from(USERS), st.sampled_from([0, None])),
-    st.tuples(st.just("tick"), st.integers(min_value=0, max_value=3000)),
-    st.tuples(st.just("throttle"), st.integers(min_value=1, max_value=6)),
-    st.tuples(st.just("snapshot-mid-write"), st.sampled_from(USERS)),
-    st.tuples(st.just("snapshot-mid-query"), st.sampled_from(USERS)),
-    st.tuples(st.just("drop-view"), st.sampled_from(USERS)),
-    st.tuples(st.just("snapshot-race"), st.sampled_from(USERS)),
-    st.tuples(st.just("events-mid-query"), st.sampled_from(USERS)),
-), min_size=15, max_size=60)
+steps = st.lists(
+    st.one_of(
+        produce_step,
+        produce_step,
+        produce_step,
+        consume_step,
+        consume_step,
+        trigger_step,
+        trigger_step,
+        st.tuples(st.just("retry"), st.integers(min_value=0, max_value=100)),
+        st.tuples(st.just("poison")),
+        st.tuples(st.just("snapshot"), st.booleans()),
+        st.tuples(st.just("trim"), st.booleans()),
+        st.tuples(st.just("manual"), st.sampled_from(USERS), st.sampled_from([0, None])),
+        st.tuples(st.just("tick"), st.integers(min_value=0, max_value=3000)),
+        st.tuples(st.just("throttle"), st.integers(min_value=1, max_value=6)),
+        st.tuples(st.just("snapshot-mid-write"), st.sampled_from(USERS)),
+        st.tuples(st.just("snapshot-mid-query"), st.sampled_from(USERS)),
+        st.tuples(st.just("drop-view"), st.sampled_from(USERS)),
+        st.tuples(st.just("snapshot-race"), st.sampled_from(USERS)),
+        st.tuples(st.just("events-mid-query"), st.sampled_from(USERS)),
+    ),
+    min_size=15,
+    max_size=60,
+)
 
 
 @dataclass
@@ -91,15 +108,18 @@ class Schedule:
             self.pipeline.request_snapshot(user_id)
             self.pipeline.run_queue(SNAPQ)
             self.pipeline.run_queue(TRIMQ)
+
         return run
 
     def newer_events(self, user_id: str) -> Callable[[dict], None]:
         """Another event is stored and its own trigger runs while this function is half way."""
+
         def run(_request: dict) -> None:
             p = self.pipeline
             p.produce(event(f"e{next(self.ids)}", ORDER_SUBMITTED, user_id, p.now))
             p.consume(100)
             p.trigger(100)
+
         return run
 
     def apply(self, step: tuple) -> None:
@@ -171,21 +191,33 @@ def test_any_schedule_converges_to_the_fold_of_the_accepted_events(schedule, pag
 
 
 # Late events, one user, snapshots at any time: enough to expose the original example's bug quickly.
-late_event_steps = st.lists(st.one_of(
-    st.tuples(st.just("produce"), st.just("u1"), st.just(ORDER_SUBMITTED), ages, st.none()),
-    st.tuples(st.just("consume"), st.integers(min_value=1, max_value=8), st.just(False)),
-    st.tuples(st.just("manual"), st.just("u1"), st.sampled_from([0, None])),
-    st.tuples(st.just("snapshot"), st.just(False)),
-    st.tuples(st.just("tick"), st.integers(min_value=0, max_value=3000)),
-), min_size=4, max_size=20)
+late_event_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("produce"), st.just("u1"), st.just(ORDER_SUBMITTED), ages, st.none()),
+        st.tuples(st.just("consume"), st.integers(min_value=1, max_value=8), st.just(False)),
+        st.tuples(st.just("manual"), st.just("u1"), st.sampled_from([0, None])),
+        st.tuples(st.just("snapshot"), st.just(False)),
+        st.tuples(st.just("tick"), st.integers(min_value=0, max_value=3000)),
+    ),
+    min_size=4,
+    max_size=20,
+)
 
 
 def test_the_schedule_property_catches_the_original_snapshot_logic():
     """Proof the property above can fail: in SNAPSHOT_MODE=original hypothesis finds a schedule that
     loses an event (and the same schedule is fine in safe mode)."""
-    counterexample = find(late_event_steps, lambda schedule: bool(run_schedule(schedule, mode="original")),
-                          settings=settings(max_examples=3000, deadline=None, phases=[Phase.generate],
-                                            derandomize=True, suppress_health_check=list(HealthCheck)))
+    counterexample = find(
+        late_event_steps,
+        lambda schedule: bool(run_schedule(schedule, mode="original")),
+        settings=settings(
+            max_examples=3000,
+            deadline=None,
+            phases=[Phase.generate],
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        ),
+    )
     assert any(p.startswith(("I1", "I2")) for p in run_schedule(counterexample, mode="original"))
     assert run_schedule(counterexample, mode="safe") == []
 

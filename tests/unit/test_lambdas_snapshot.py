@@ -95,8 +95,10 @@ def test_snapshot_failure_is_a_batch_item_failure_for_that_users_messages_only()
         return original_get(TableName, Key, ConsistentRead)
 
     p.ddb.get_item = failing_get  # type: ignore[method-assign]
-    records = [{"messageId": f"m-{u}", "body": json.dumps({"type": "snapshot", "userId": u}), "attributes": {}}
-               for u in ("u1", "u2")]
+    records = [
+        {"messageId": f"m-{u}", "body": json.dumps({"type": "snapshot", "userId": u}), "attributes": {}}
+        for u in ("u1", "u2")
+    ]
     result = snapshot.process({"Records": records}, Context(), p.rt)
     assert result == {"batchItemFailures": [{"itemIdentifier": "m-u1"}]}
     assert p.rt.store.get_snapshot("u2").version == 1

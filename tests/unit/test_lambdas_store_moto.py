@@ -50,31 +50,54 @@ def aws(monkeypatch):
             if sk:
                 keys.append({"AttributeName": sk, "KeyType": "RANGE"})
                 attributes.append({"AttributeName": sk, "AttributeType": "S"})
-            extra = {"StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}} \
-                if stream else {}
-            return ddb.create_table(TableName=name, KeySchema=keys, AttributeDefinitions=attributes,
-                                    BillingMode="PAY_PER_REQUEST", **extra)
+            extra = (
+                {"StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}}
+                if stream
+                else {}
+            )
+            return ddb.create_table(
+                TableName=name, KeySchema=keys, AttributeDefinitions=attributes, BillingMode="PAY_PER_REQUEST", **extra
+            )
 
         table("events", "userId", "seq", stream=True)
         table("views", "id")
         table("snapshots", "userId")
         table("event-ids", "eventId")
         urls = {n: sqs.create_queue(QueueName=n)["QueueUrl"] for n in ("snapshot", "trim", "failure")}
-        settings = Settings(events_table="events", views_table="views", snapshots_table="snapshots",
-                            event_ids_table="event-ids", snapshot_queue_url=urls["snapshot"],
-                            trim_queue_url=urls["trim"], failure_queue_url=urls["failure"],
-                            snapshot_horizon_seconds=0, snapshot_threshold=3)
+        settings = Settings(
+            events_table="events",
+            views_table="views",
+            snapshots_table="snapshots",
+            event_ids_table="event-ids",
+            snapshot_queue_url=urls["snapshot"],
+            trim_queue_url=urls["trim"],
+            failure_queue_url=urls["failure"],
+            snapshot_horizon_seconds=0,
+            snapshot_threshold=3,
+        )
         clock = iter(range(NOW, NOW + 10**9, 1000))
-        rt = Runtime(settings=settings, store=Store(settings, ddb, Backoff(sleep=lambda _s: None)),
-                     queues=Queues(sqs), logger=logging.getLogger("esjoin.tests"), clock=lambda: next(clock))
+        rt = Runtime(
+            settings=settings,
+            store=Store(settings, ddb, Backoff(sleep=lambda _s: None)),
+            queues=Queues(sqs),
+            logger=logging.getLogger("esjoin.tests"),
+            clock=lambda: next(clock),
+        )
         yield rt, ddb, sqs, urls
 
 
 def kinesis_record(seq: int, payload) -> dict:
     data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return {"kinesis": {"partitionKey": "u1", "sequenceNumber": str(seq), "data": base64.b64encode(data).decode(),
-                        "approximateArrivalTimestamp": NOW / 1000 - 600},
-            "eventID": f"shardId-000000000000:{seq}", "eventSourceARN": "arn:aws:kinesis:us-east-1:1:stream/s"}
+    return {
+        "kinesis": {
+            "partitionKey": "u1",
+            "sequenceNumber": str(seq),
+            "data": base64.b64encode(data).decode(),
+            "approximateArrivalTimestamp": NOW / 1000 - 600,
+        },
+        "eventID": f"shardId-000000000000:{seq}",
+        "eventSourceARN": "arn:aws:kinesis:us-east-1:1:stream/s",
+    }
 
 
 def order(i: int, user: str = "u1") -> dict:
@@ -83,22 +106,30 @@ def order(i: int, user: str = "u1") -> dict:
 
 def stream_records(rt: Runtime) -> list[dict]:
     """INSERT records for the stored events, as the events table's stream delivers them."""
-    return [{"eventName": "INSERT", "eventSource": "aws:dynamodb",
-             "dynamodb": {"Keys": {"userId": {"S": "u1"}, "seq": {"S": e.seq}}, "SequenceNumber": str(100 + i)}}
-            for i, e in enumerate(rt.store.query_events("u1"))]
+    return [
+        {
+            "eventName": "INSERT",
+            "eventSource": "aws:dynamodb",
+            "dynamodb": {"Keys": {"userId": {"S": "u1"}, "seq": {"S": e.seq}}, "SequenceNumber": str(100 + i)},
+        }
+        for i, e in enumerate(rt.store.query_events("u1"))
+    ]
 
 
 def receive(sqs, url: str) -> list[dict]:
     messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
-    return [{"messageId": m["MessageId"], "body": m["Body"], "attributes": {"ApproximateReceiveCount": "1"}}
-            for m in messages]
+    return [
+        {"messageId": m["MessageId"], "body": m["Body"], "attributes": {"ApproximateReceiveCount": "1"}}
+        for m in messages
+    ]
 
 
 def test_the_whole_flow_on_moto(aws):
     rt, _ddb, sqs, urls = aws
     records = [kinesis_record(100 + i, order(i)) for i in range(30)] + [kinesis_record(200, b"{oops")]
-    records.append(kinesis_record(201, {"id": "c", "type": "user-created", "timestamp": NOW, "user": {"id": "u1",
-                                                                                                     "name": "Ann"}}))
+    records.append(
+        kinesis_record(201, {"id": "c", "type": "user-created", "timestamp": NOW, "user": {"id": "u1", "name": "Ann"}})
+    )
     assert consumer.process({"Records": records}, Context(), rt) == {"batchItemFailures": []}
     assert consumer.process({"Records": records[:5]}, Context(), rt) == {"batchItemFailures": []}  # redelivery
     assert len(rt.store.query_events("u1")) == 31

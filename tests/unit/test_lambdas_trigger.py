@@ -37,8 +37,12 @@ def test_trim_between_the_triggers_query_and_its_snapshot_read_loses_nothing():
 
 def test_trigger_ignores_remove_only_batches_without_any_aws_call():
     p = Pipeline()
-    removes = [{"eventName": "REMOVE", "dynamodb": {"Keys": {"userId": {"S": "u1"}, "seq": {"S": "0011"}},
-                                                    "SequenceNumber": "5"}}]
+    removes = [
+        {
+            "eventName": "REMOVE",
+            "dynamodb": {"Keys": {"userId": {"S": "u1"}, "seq": {"S": "0011"}}, "SequenceNumber": "5"},
+        }
+    ]
     assert trigger.process({"Records": removes}, Context(), p.rt) == {"batchItemFailures": []}
     assert sum(p.ddb.calls.values()) == 0
 
@@ -59,8 +63,9 @@ def test_trigger_reports_the_lowest_sequence_number_of_the_failed_user():
     p.ddb.query = failing_query  # type: ignore[method-assign]
     records = copy.deepcopy(p.ddb.stream)
     result = trigger.process({"Records": records}, Context(), p.rt)
-    lowest_u2 = min((r["dynamodb"]["SequenceNumber"] for r in records
-                     if r["dynamodb"]["Keys"]["userId"]["S"] == "u2"), key=int)
+    lowest_u2 = min(
+        (r["dynamodb"]["SequenceNumber"] for r in records if r["dynamodb"]["Keys"]["userId"]["S"] == "u2"), key=int
+    )
     assert result == {"batchItemFailures": [{"itemIdentifier": lowest_u2}]}
     assert p.view("u1")["recentOrderCount"] == 2 and p.view("u2") is None
 

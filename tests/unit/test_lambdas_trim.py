@@ -16,13 +16,15 @@ def test_trim_never_passes_the_persisted_watermark_and_is_idempotent():
         p.produce(event(f"e{i}", ORDER_SUBMITTED, "u1", START))
     p.consume(100)
     keys = sorted(k[1] for k in p.ddb.tables[EVENTS])
-    p.sqs.queues[TRIMQ].append(FakeMessage("t1", json.dumps({"type": "trim", "userId": "u1", "watermark": keys[-1]}),
-                                           0))
+    p.sqs.queues[TRIMQ].append(
+        FakeMessage("t1", json.dumps({"type": "trim", "userId": "u1", "watermark": keys[-1]}), 0)
+    )
     p.run_queue(TRIMQ, redeliver=True)
     assert len(p.ddb.tables[EVENTS]) == 4  # no snapshot: nothing is provably contained
     p.ddb.tables[SNAPS][("u1",)] = {"userId": {"S": "u1"}, "watermark": {"S": keys[1]}, "version": {"N": "1"}}
-    p.sqs.queues[TRIMQ].append(FakeMessage("t2", json.dumps({"type": "trim", "userId": "u1", "watermark": keys[-1]}),
-                                           0))
+    p.sqs.queues[TRIMQ].append(
+        FakeMessage("t2", json.dumps({"type": "trim", "userId": "u1", "watermark": keys[-1]}), 0)
+    )
     p.run_queue(TRIMQ, redeliver=True)
     assert sorted(k[1] for k in p.ddb.tables[EVENTS]) == keys[2:]
 

@@ -16,4 +16,6 @@ def test_malformed_sqs_messages_go_to_the_failure_queue_and_count_as_processed()
     assert p.sqs.queues[SNAPQ] == [] and p.sqs.queues[TRIMQ] == []
     messages = p.failure_messages()
     assert [(m["source"], m["message"]["messageId"], m["message"]["body"]) for m in messages] == [
-        ("snapshot", "bad-1", "not json"), ("trim", "bad-2", '{"type":"trim"}')]
+        ("snapshot", "bad-1", "not json"),
+        ("trim", "bad-2", '{"type":"trim"}'),
+    ]

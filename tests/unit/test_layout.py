@@ -25,8 +25,13 @@ REPO = Path(__file__).resolve().parents[2]
 # Rooms of the endpoint, bottom first: a module may import from its own room and the rooms before it.
 ROOMS = [
     ("esjoin.emulator.config",),
-    ("esjoin.emulator.invocation", "esjoin.emulator.aws_errors", "esjoin.emulator.json_limits",
-     "esjoin.emulator.aids", "esjoin.emulator.moto_layer"),
+    (
+        "esjoin.emulator.invocation",
+        "esjoin.emulator.aws_errors",
+        "esjoin.emulator.json_limits",
+        "esjoin.emulator.aids",
+        "esjoin.emulator.moto_layer",
+    ),
     ("esjoin.emulator.event_source_mapping",),
     ("esjoin.emulator.lambda_service",),
     ("esjoin.emulator.http",),
@@ -35,8 +40,13 @@ ROOMS = [
 
 
 def python_files() -> list[Path]:
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.py"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.split()
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.py"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     return [REPO / name for name in listed if (REPO / name).is_file()]
 
 
@@ -53,8 +63,12 @@ def imports(path: Path) -> list[tuple[str, bool]]:
     package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
     found: list[tuple[str, bool]] = []
     top_level = {id(node) for node in tree.body}
-    type_only = {id(inner) for node in tree.body
-                 if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test) for inner in ast.walk(node)}
+    type_only = {
+        id(inner)
+        for node in tree.body
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for inner in ast.walk(node)
+    }
     for node in ast.walk(tree):
         if id(node) in type_only:
             continue  # annotations only: never imported at run time
@@ -66,8 +80,9 @@ def imports(path: Path) -> list[tuple[str, bool]]:
             if node.level:
                 parent = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*parent, base] if base else parent)
-            found += [(f"{base}.{alias.name}" if _is_module(f"{base}.{alias.name}") else base, at_top)
-                      for alias in node.names]
+            found += [
+                (f"{base}.{alias.name}" if _is_module(f"{base}.{alias.name}") else base, at_top) for alias in node.names
+            ]
     return found
 
 
@@ -98,29 +113,36 @@ def test_lambdas_import_only_themselves(module: str) -> None:
 
 @pytest.mark.parametrize("module", sorted(m for m in GRAPH if within(m, "infra")))
 def test_infra_imports_lambdas_and_the_target_guard_only(module: str) -> None:
-    ours = [name for name, _ in GRAPH[module]
-            if name.split(".")[0] in {"esjoin", "tests", "bench"} and not within(name, "esjoin.target")]
+    ours = [
+        name
+        for name, _ in GRAPH[module]
+        if name.split(".")[0] in {"esjoin", "tests", "bench"} and not within(name, "esjoin.target")
+    ]
     assert not ours, f"{module} imports {ours}"
 
 
 @pytest.mark.parametrize("module", sorted(m for m in GRAPH if within(m, "esjoin.emulator")))
 def test_the_endpoint_knows_nothing_of_the_application_or_the_harness(module: str) -> None:
-    wrong = [name for name, _ in GRAPH[module]
-             if name.split(".")[0] in {"lambdas", "infra", "tests", "bench"}
-             or within(name, "esjoin.testing") or within(name, "esjoin.cli")]
+    wrong = [
+        name
+        for name, _ in GRAPH[module]
+        if name.split(".")[0] in {"lambdas", "infra", "tests", "bench"}
+        or within(name, "esjoin.testing")
+        or within(name, "esjoin.cli")
+    ]
     assert not wrong, f"{module} imports {wrong}"
 
 
 @pytest.mark.parametrize("module", sorted(m for m in GRAPH if within(m, "esjoin.emulator") and room_of(m) is not None))
 def test_endpoint_rooms_import_only_downwards(module: str) -> None:
     rank = room_of(module)
-    upward = [name for name, _ in GRAPH[module]
-              if within(name, "esjoin.emulator") and (room_of(name) or 0) > rank]
+    upward = [name for name, _ in GRAPH[module] if within(name, "esjoin.emulator") and (room_of(name) or 0) > rank]
     assert not upward, f"{module} (room {ROOMS[rank]}) imports from rooms above it: {upward}"
 
 
-@pytest.mark.parametrize("module", sorted(m for m in GRAPH if within(m, "esjoin.testing") or m == "esjoin.cli"
-                                          or within(m, "esjoin.target")))
+@pytest.mark.parametrize(
+    "module", sorted(m for m in GRAPH if within(m, "esjoin.testing") or m == "esjoin.cli" or within(m, "esjoin.target"))
+)
 def test_the_installed_tool_imports_the_application_only_inside_functions(module: str) -> None:
     at_import = [name for name, top in GRAPH[module] if top and name.split(".")[0] in {"lambdas", "infra"}]
     assert not at_import, f"{module} imports {at_import} when it is imported (the plugin loads in other projects)"
@@ -150,7 +172,7 @@ def test_no_import_cycle_between_packages_when_imported() -> None:
     def visit(node: str, stack: list[str]) -> None:
         for nxt in edges.get(node, ()):
             if nxt in stack:
-                cycles.append([*stack[stack.index(nxt):], nxt])
+                cycles.append([*stack[stack.index(nxt) :], nxt])
             elif len(stack) < 12:
                 visit(nxt, [*stack, nxt])
 
@@ -160,9 +182,19 @@ def test_no_import_cycle_between_packages_when_imported() -> None:
 
 
 def test_no_file_names_a_path_outside_the_repository() -> None:
-    tracked = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                             capture_output=True, text=True, check=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     outside = re.compile(r"\.\./shared|/work/shared|shared/peers")
-    offenders = [name for name in tracked if (REPO / name).is_file() and name != "tests/unit/test_layout.py"
-                 and outside.search((REPO / name).read_text(errors="ignore"))]
+    offenders = [
+        name
+        for name in tracked
+        if (REPO / name).is_file()
+        and name != "tests/unit/test_layout.py"
+        and outside.search((REPO / name).read_text(errors="ignore"))
+    ]
     assert not offenders, f"files naming a path outside the repository: {offenders}"

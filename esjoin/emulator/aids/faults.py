@@ -43,10 +43,18 @@ class FaultRule:
 
     def to_api(self) -> dict:
         return {
-            "id": self.id, "action": self.action, "function": self.function, "operation": self.operation,
-            "service": self.service, "count": self.count, "delaySeconds": self.delay_seconds,
-            "errorType": self.error_type, "errorMessage": self.error_message, "statusCode": self.status_code,
-            "match": self.match, "hits": self.hits,
+            "id": self.id,
+            "action": self.action,
+            "function": self.function,
+            "operation": self.operation,
+            "service": self.service,
+            "count": self.count,
+            "delaySeconds": self.delay_seconds,
+            "errorType": self.error_type,
+            "errorMessage": self.error_message,
+            "statusCode": self.status_code,
+            "match": self.match,
+            "hits": self.hits,
         }
 
 
@@ -77,9 +85,17 @@ def parse_rule(document: dict, rule_id: str) -> FaultRule:
     status = document.get("statusCode", 400)
     if not isinstance(status, int) or not 400 <= status <= 599:
         raise FaultError("'statusCode' must be an HTTP error status (400-599)")
-    rule = FaultRule(id=rule_id, action=action, function=function, operation=operation,
-                     service=(document.get("service") or "").lower() or None, count=count,
-                     delay_seconds=float(delay or 0), match=match, status_code=status)
+    rule = FaultRule(
+        id=rule_id,
+        action=action,
+        function=function,
+        operation=operation,
+        service=(document.get("service") or "").lower() or None,
+        count=count,
+        delay_seconds=float(delay or 0),
+        match=match,
+        status_code=status,
+    )
     if operation:
         rule.error_type = "ProvisionedThroughputExceededException"
         rule.error_message = "fault injected by the esjoin control API (request rule)"
@@ -137,8 +153,9 @@ class FaultInjector:
 
     def take_request(self, service: str, operation: str, body: bytes) -> FaultRule | None:
         """The request rule that applies to this API request, if any, counted as used."""
-        return self._take(lambda r: r.operation == operation and r.service in (None, service),
-                          lambda: body.decode(errors="replace"))
+        return self._take(
+            lambda r: r.operation == operation and r.service in (None, service), lambda: body.decode(errors="replace")
+        )
 
     def _take(self, applies: Callable[[FaultRule], bool], text_of: Callable[[], str]) -> FaultRule | None:
         if not self._rules:  # the hot path (every request and invocation): no rules, no lock, no work

@@ -69,8 +69,9 @@ def classify(result: InvocationResult, origin: InvocationOrigin) -> tuple[str, l
     return PARTIAL, identifiers
 
 
-def _entry(function: str, origin: InvocationOrigin, result: InvocationResult, started_at: float,
-           ended_at: float) -> InvocationRecord:
+def _entry(
+    function: str, origin: InvocationOrigin, result: InvocationResult, started_at: float, ended_at: float
+) -> InvocationRecord:
     outcome, failures = classify(result, origin)
     error = result.error_document()
     return InvocationRecord(
@@ -101,8 +102,9 @@ class InvocationHistory:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
-    def record(self, function: str, origin: InvocationOrigin, result: InvocationResult,
-               started_at: float, ended_at: float) -> None:
+    def record(
+        self, function: str, origin: InvocationOrigin, result: InvocationResult, started_at: float, ended_at: float
+    ) -> None:
         self._append(_entry(function, origin, result, started_at, ended_at))
 
     def record_throttle(self, function: str, origin: InvocationOrigin, message: str, at: float) -> None:
@@ -116,13 +118,17 @@ class InvocationHistory:
             entry.id = next(self._ids)
             self._records.append(entry)
 
-    def query(self, function: str | None = None, mapping: str | None = None, since_id: int = 0,
-              limit: int | None = None) -> list[InvocationRecord]:
+    def query(
+        self, function: str | None = None, mapping: str | None = None, since_id: int = 0, limit: int | None = None
+    ) -> list[InvocationRecord]:
         with self._lock:
-            records = [r for r in self._records
-                       if r.id > since_id
-                       and (function is None or r.function == function)
-                       and (mapping is None or r.mapping == mapping)]
+            records = [
+                r
+                for r in self._records
+                if r.id > since_id
+                and (function is None or r.function == function)
+                and (mapping is None or r.mapping == mapping)
+            ]
         return records[-limit:] if limit else records
 
     def last_id(self) -> int:

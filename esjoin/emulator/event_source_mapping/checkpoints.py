@@ -36,15 +36,20 @@ class ShardCheckpoint:
     finished: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"checkpoint": None if self.checkpoint is None else str(self.checkpoint),
-                "done": [str(number) for number in self.done], "finished": self.finished}
+        return {
+            "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
+            "done": [str(number) for number in self.done],
+            "finished": self.finished,
+        }
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> ShardCheckpoint:
         checkpoint = document.get("checkpoint")
-        return cls(checkpoint=None if checkpoint is None else int(checkpoint),
-                   done=sorted(int(number) for number in document.get("done") or ()),
-                   finished=bool(document.get("finished")))
+        return cls(
+            checkpoint=None if checkpoint is None else int(checkpoint),
+            done=sorted(int(number) for number in document.get("done") or ()),
+            finished=bool(document.get("finished")),
+        )
 
 
 class CheckpointStore:
@@ -62,18 +67,24 @@ class CheckpointStore:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as error:
-            log.warning("checkpoint file %s is unreadable (%s); mapping %s starts from its StartingPosition",
-                        path, error, uuid)
+            log.warning(
+                "checkpoint file %s is unreadable (%s); mapping %s starts from its StartingPosition", path, error, uuid
+            )
             return None
         if document.get("eventSourceArn") != event_source_arn:
-            log.warning("checkpoint file %s is for %s, not %s; ignored", path, document.get("eventSourceArn"),
-                        event_source_arn)
+            log.warning(
+                "checkpoint file %s is for %s, not %s; ignored", path, document.get("eventSourceArn"), event_source_arn
+            )
             return None
         return {shard_id: ShardCheckpoint.from_json(shard) for shard_id, shard in document["shards"].items()}
 
     def save(self, uuid: str, event_source_arn: str, shards: dict[str, ShardCheckpoint]) -> None:
-        document = {"version": FORMAT_VERSION, "uuid": uuid, "eventSourceArn": event_source_arn,
-                    "shards": {shard_id: shard.to_json() for shard_id, shard in sorted(shards.items())}}
+        document = {
+            "version": FORMAT_VERSION,
+            "uuid": uuid,
+            "eventSourceArn": event_source_arn,
+            "shards": {shard_id: shard.to_json() for shard_id, shard in sorted(shards.items())},
+        }
         self.directory.mkdir(parents=True, exist_ok=True)
         descriptor, temporary = tempfile.mkstemp(prefix=f".{uuid}.", suffix=".tmp", dir=self.directory)
         try:

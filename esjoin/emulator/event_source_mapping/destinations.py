@@ -40,10 +40,20 @@ def iso_timestamp(epoch_seconds: float, milliseconds: bool = True) -> str:
     return moment.isoformat(timespec="milliseconds" if milliseconds else "seconds").replace("+00:00", "Z")
 
 
-def stream_failure_record(*, batch_info_field: str, stream_arn: str, shard_id: str,
-                          sequence_numbers: Sequence[int], arrivals: Sequence[float], function_arn: str,
-                          condition: str, invoke_count: int, last_result: InvocationResult | None,
-                          last_error: LambdaServiceError | None, now: float) -> dict[str, Any]:
+def stream_failure_record(
+    *,
+    batch_info_field: str,
+    stream_arn: str,
+    shard_id: str,
+    sequence_numbers: Sequence[int],
+    arrivals: Sequence[float],
+    function_arn: str,
+    condition: str,
+    invoke_count: int,
+    last_result: InvocationResult | None,
+    last_error: LambdaServiceError | None,
+    now: float,
+) -> dict[str, Any]:
     """The invocation record of a discarded stream batch."""
     with_milliseconds = batch_info_field == "KinesisBatchInfo"
     response_context: dict[str, Any]

@@ -32,16 +32,24 @@ STOP_GRACE_SECONDS = 30.0
 
 
 class EventSourceMappingEngine:
-    def __init__(self, config: EmulatorConfig, moto: MotoBackends, invoke: Invoker,
-                 on_change: Callable[[str, dict], None],
-                 invoke_identity_arn: Callable[[str], str] | None = None) -> None:
+    def __init__(
+        self,
+        config: EmulatorConfig,
+        moto: MotoBackends,
+        invoke: Invoker,
+        on_change: Callable[[str, dict], None],
+        invoke_identity_arn: Callable[[str], str] | None = None,
+    ) -> None:
         """`invoke_identity_arn(function_arn)`, optional: the function's execution role, which Kinesis
         events carry as invokeIdentityArn (default: arn:aws:iam::<account>:role/lambda-role)."""
         self._context = EngineContext(
-            moto=moto, invoke=invoke, on_change=on_change,
+            moto=moto,
+            invoke=invoke,
+            on_change=on_change,
             checkpoints=CheckpointStore(config.state_dir / "checkpoints"),
             timing=PollTiming.for_mode(config.timing),
-            invoke_identity_arn=invoke_identity_arn or default_role)
+            invoke_identity_arn=invoke_identity_arn or default_role,
+        )
         self._workers: dict[str, MappingWorker] = {}
         self._lock = threading.Lock()
         self._shut_down = False
@@ -61,8 +69,13 @@ class EventSourceMappingEngine:
         worker.start()
         with self._lock:
             self._workers[mapping.uuid] = worker
-        log.info("mapping %s started: %s -> %s (%s)", mapping.uuid, mapping.event_source_arn,
-                 mapping.function_arn, "enabled" if mapping.enabled else "disabled")
+        log.info(
+            "mapping %s started: %s -> %s (%s)",
+            mapping.uuid,
+            mapping.event_source_arn,
+            mapping.function_arn,
+            "enabled" if mapping.enabled else "disabled",
+        )
 
     def update(self, mapping: EventSourceMapping) -> None:
         """After UpdateEventSourceMapping: applies from the next batch; Enabled starts or stops reading."""
@@ -93,8 +106,7 @@ class EventSourceMappingEngine:
         """Deliver each of the next `count` batches twice in a row (the second with origin.duplicate);
         the first delivery's outcome decides checkpoints and deletions."""
         if count < 0:
-            raise LambdaServiceError(400, "InvalidParameterValueException",
-                                     f"count must be >= 0, not {count}")
+            raise LambdaServiceError(400, "InvalidParameterValueException", f"count must be >= 0, not {count}")
         self._worker(uuid).duplicate_next(count)
 
     def status(self, uuid: str) -> dict[str, Any]:
@@ -130,6 +142,7 @@ class EventSourceMappingEngine:
         with self._lock:
             worker = self._workers.get(uuid)
         if worker is None:
-            raise LambdaServiceError(404, "ResourceNotFoundException",
-                                     f"The event source mapping {uuid} is not running in this endpoint")
+            raise LambdaServiceError(
+                404, "ResourceNotFoundException", f"The event source mapping {uuid} is not running in this endpoint"
+            )
         return worker

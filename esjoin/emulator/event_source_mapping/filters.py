@@ -80,11 +80,13 @@ def _compiled(source: str, key: str) -> RecordFilter:
         try:
             parsed = EventPatternParser(raw).parse()
         except InvalidEventPatternException as error:
-            raise FilterCriteriaError(f"Invalid filter pattern definition in filter {number}: "
-                                      f"{error.message}") from None
+            raise FilterCriteriaError(
+                f"Invalid filter pattern definition in filter {number}: {error.message}"
+            ) from None
         if not isinstance(parsed, dict) or not parsed:
-            raise FilterCriteriaError(f"Invalid filter pattern definition in filter {number}: "
-                                      "a pattern is a non-empty JSON object")
+            raise FilterCriteriaError(
+                f"Invalid filter pattern definition in filter {number}: a pattern is a non-empty JSON object"
+            )
         patterns.append(EventPattern(raw, parsed))
     return RecordFilter(source, patterns)
 
@@ -120,5 +122,8 @@ def _json_or_none(value: Any, decode_base64: bool) -> Any:
 
 
 _VIEWS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "kinesis": _kinesis_view, "dynamodb": _dynamodb_view, "sqs": _sqs_view}
+    "kinesis": _kinesis_view,
+    "dynamodb": _dynamodb_view,
+    "sqs": _sqs_view,
+}
 _ACCEPT_ALL = {source: RecordFilter(source, []) for source in _VIEWS}

@@ -26,8 +26,7 @@ CREATING, ENABLING, ENABLED = "Creating", "Enabling", "Enabled"
 DISABLING, DISABLED, UPDATING, DELETING = "Disabling", "Disabled", "Updating", "Deleting"
 
 REPORT_BATCH_ITEM_FAILURES = "ReportBatchItemFailures"
-STREAM_STARTING_POSITIONS = {KINESIS: {"TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"},
-                             DYNAMODB: {"TRIM_HORIZON", "LATEST"}}
+STREAM_STARTING_POSITIONS = {KINESIS: {"TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"}, DYNAMODB: {"TRIM_HORIZON", "LATEST"}}
 
 
 def source_type(event_source_arn: str) -> str:
@@ -42,7 +41,8 @@ def source_type(event_source_arn: str) -> str:
         if service == "sqs":
             return SQS
     raise LambdaServiceError(
-        400, "InvalidParameterValueException",
+        400,
+        "InvalidParameterValueException",
         f"Unsupported event source: {event_source_arn}. This endpoint maps Kinesis streams, "
         "DynamoDB streams and SQS queues.",
     )
@@ -99,8 +99,7 @@ class EventSourceMapping:
     # -- construction and update, from API parameters ------------------------------------------
 
     @classmethod
-    def create(cls, params: dict[str, Any], function_arn: str, region: str,
-               account_id: str) -> EventSourceMapping:
+    def create(cls, params: dict[str, Any], function_arn: str, region: str, account_id: str) -> EventSourceMapping:
         arn = params.get("EventSourceArn")
         if not arn:
             raise _invalid("EventSourceArn is required")
@@ -110,8 +109,7 @@ class EventSourceMapping:
             position = params.get("StartingPosition")
             if position not in STREAM_STARTING_POSITIONS[source]:
                 allowed = ", ".join(sorted(STREAM_STARTING_POSITIONS[source]))
-                raise _invalid(f"StartingPosition must be one of {allowed} for {source} streams, "
-                               f"not {position!r}")
+                raise _invalid(f"StartingPosition must be one of {allowed} for {source} streams, not {position!r}")
             if position == "AT_TIMESTAMP" and params.get("StartingPositionTimestamp") is None:
                 raise _invalid("StartingPositionTimestamp is required with StartingPosition AT_TIMESTAMP")
         elif params.get("StartingPosition") is not None:
@@ -149,8 +147,7 @@ class EventSourceMapping:
         if params.get("FunctionResponseTypes") is not None:
             types = list(params["FunctionResponseTypes"])
             if any(t != REPORT_BATCH_ITEM_FAILURES for t in types):
-                raise _invalid(f"FunctionResponseTypes may only contain {REPORT_BATCH_ITEM_FAILURES}, "
-                               f"not {types}")
+                raise _invalid(f"FunctionResponseTypes may only contain {REPORT_BATCH_ITEM_FAILURES}, not {types}")
             self.function_response_types = types
         if "FilterCriteria" in params:  # {} (or no Filters) removes the filters, as on AWS
             criteria = params["FilterCriteria"] or None
@@ -163,18 +160,26 @@ class EventSourceMapping:
 
     def _apply_sqs(self, params: dict[str, Any]) -> None:
         stream_only = sorted(
-            name for name in ("ParallelizationFactor", "MaximumRetryAttempts", "MaximumRecordAgeInSeconds",
-                              "BisectBatchOnFunctionError", "DestinationConfig", "TumblingWindowInSeconds")
+            name
+            for name in (
+                "ParallelizationFactor",
+                "MaximumRetryAttempts",
+                "MaximumRecordAgeInSeconds",
+                "BisectBatchOnFunctionError",
+                "DestinationConfig",
+                "TumblingWindowInSeconds",
+            )
             if params.get(name) not in (None, {}, {"OnFailure": {}})
         )
         if stream_only:
-            raise _invalid(f"{', '.join(stream_only)} apply to stream sources only, not SQS "
-                           "(SQS failures go to the queue's redrive policy)")
+            raise _invalid(
+                f"{', '.join(stream_only)} apply to stream sources only, not SQS "
+                "(SQS failures go to the queue's redrive policy)"
+            )
         if self.event_source_arn.endswith(".fifo") and self.batch_size > 10:
             raise _invalid("BatchSize must be at most 10 for FIFO queues")
         if self.batch_size > 10 and self.maximum_batching_window_seconds < 1:
-            raise _invalid("MaximumBatchingWindowInSeconds must be at least 1 when BatchSize is greater "
-                           "than 10")
+            raise _invalid("MaximumBatchingWindowInSeconds must be at least 1 when BatchSize is greater than 10")
         scaling = params.get("ScalingConfig")
         if scaling is not None:
             concurrency = scaling.get("MaximumConcurrency")
@@ -199,8 +204,7 @@ class EventSourceMapping:
         if "DestinationConfig" in params:
             destination = ((params.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
             if destination and not destination.startswith("arn:aws:sqs:"):
-                raise _invalid(f"OnFailure destination {destination} is not supported here: "
-                               "use an SQS queue ARN")
+                raise _invalid(f"OnFailure destination {destination} is not supported here: use an SQS queue ARN")
             self.on_failure_destination = destination or None
 
     # -- rendering ------------------------------------------------------------------------------
@@ -220,17 +224,22 @@ class EventSourceMapping:
             "EventSourceMappingArn": self.arn,
         }
         if self.is_stream:
-            document.update({
-                "StartingPosition": self.starting_position,
-                "ParallelizationFactor": self.parallelization_factor,
-                "LastProcessingResult": self.last_processing_result,
-                "DestinationConfig": {"OnFailure": (
-                    {"Destination": self.on_failure_destination} if self.on_failure_destination else {})},
-                "MaximumRecordAgeInSeconds": self.maximum_record_age_seconds,
-                "BisectBatchOnFunctionError": self.bisect_batch_on_function_error,
-                "MaximumRetryAttempts": self.maximum_retry_attempts,
-                "TumblingWindowInSeconds": self.tumbling_window_seconds,
-            })
+            document.update(
+                {
+                    "StartingPosition": self.starting_position,
+                    "ParallelizationFactor": self.parallelization_factor,
+                    "LastProcessingResult": self.last_processing_result,
+                    "DestinationConfig": {
+                        "OnFailure": (
+                            {"Destination": self.on_failure_destination} if self.on_failure_destination else {}
+                        )
+                    },
+                    "MaximumRecordAgeInSeconds": self.maximum_record_age_seconds,
+                    "BisectBatchOnFunctionError": self.bisect_batch_on_function_error,
+                    "MaximumRetryAttempts": self.maximum_retry_attempts,
+                    "TumblingWindowInSeconds": self.tumbling_window_seconds,
+                }
+            )
             if self.starting_position_timestamp is not None:
                 document["StartingPositionTimestamp"] = self.starting_position_timestamp
         elif self.maximum_concurrency is not None:

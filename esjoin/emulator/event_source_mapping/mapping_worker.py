@@ -66,8 +66,9 @@ class EngineContext:
     invoke_identity_arn: Callable[[str], str]
 
 
-def make_poller(mapping: EventSourceMapping, context: PollerContext,
-                invoke_identity_arn: Callable[[str], str]) -> Poller:
+def make_poller(
+    mapping: EventSourceMapping, context: PollerContext, invoke_identity_arn: Callable[[str], str]
+) -> Poller:
     if mapping.source == KINESIS:
         source = KinesisStreamSource(context.moto, mapping.event_source_arn, invoke_identity_arn)
         return StreamPoller(mapping, context, source)
@@ -99,9 +100,17 @@ class MappingWorker:
         self._reporting = 0  # on_change calls under way (is_idle() waits for them: the API is up to date)
         self._idle_lock = threading.Lock()
         self._idle_view = IdleView(busy=True, held=False, positions=None)
-        self.poller = make_poller(mapping, PollerContext(
-            moto=engine.moto, timing=engine.timing, checkpoints=engine.checkpoints, dispatch=self._dispatch,
-            report=self._report), engine.invoke_identity_arn)
+        self.poller = make_poller(
+            mapping,
+            PollerContext(
+                moto=engine.moto,
+                timing=engine.timing,
+                checkpoints=engine.checkpoints,
+                dispatch=self._dispatch,
+                report=self._report,
+            ),
+            engine.invoke_identity_arn,
+        )
         self._stop_listening: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._run, name=f"esm-{mapping.uuid[:8]}", daemon=True)
 
@@ -109,8 +118,7 @@ class MappingWorker:
 
     def start(self) -> None:
         # Listen before prepare(): a write after it is heard (_source_changed also starts True).
-        self._stop_listening = self.engine.moto.notifier.listen(self.mapping.event_source_arn,
-                                                                self._on_source_write)
+        self._stop_listening = self.engine.moto.notifier.listen(self.mapping.event_source_arn, self._on_source_write)
         with self._state:
             self.poller.prepare()  # LATEST is fixed here: a record written after start() returns is delivered
             self._report(state=ENABLED if self.mapping.enabled else DISABLED)
@@ -195,8 +203,9 @@ class MappingWorker:
     def _publish(self) -> None:
         """Under the state lock: refresh the view is_idle() reads."""
         held = not self._running
-        busy = bool(self.poller.in_flight() or self._unreported or self._reporting
-                    or (not held and self.poller.has_work()))
+        busy = bool(
+            self.poller.in_flight() or self._unreported or self._reporting or (not held and self.poller.has_work())
+        )
         view = IdleView(busy=busy, held=held, positions=None if busy or held else self.poller.read_positions())
         with self._idle_lock:
             self._idle_view = view
@@ -210,8 +219,9 @@ class MappingWorker:
                 "state": ENABLED if self._active else DISABLED,
                 "enabled": self.mapping.enabled,
                 "paused": self._paused,
-                "lastProcessingResult": self._reported.get("last_processing_result",
-                                                           self.mapping.last_processing_result),
+                "lastProcessingResult": self._reported.get(
+                    "last_processing_result", self.mapping.last_processing_result
+                ),
                 "inFlight": self.poller.in_flight(),
                 "duplicatesPending": self._duplicates,
                 **self.poller.status(),
@@ -226,8 +236,12 @@ class MappingWorker:
     # -- the worker thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
-        log.debug("mapping %s: worker started for %s -> %s", self.uuid, self.mapping.event_source_arn,
-                  self.mapping.function_arn)
+        log.debug(
+            "mapping %s: worker started for %s -> %s",
+            self.uuid,
+            self.mapping.event_source_arn,
+            self.mapping.function_arn,
+        )
         while True:
             with self._wake:
                 if not (self._completions or self._source_changed or self._kicked or self._stopping):
@@ -240,9 +254,13 @@ class MappingWorker:
                 if self._step(completions, source_changed, stopping):
                     break
             except Exception:
-                log.exception("mapping %s (%s -> %s): unexpected error; the worker carries on in %.0f s",
-                              self.uuid, self.mapping.event_source_arn, self.mapping.function_arn,
-                              ERROR_PAUSE_SECONDS)
+                log.exception(
+                    "mapping %s (%s -> %s): unexpected error; the worker carries on in %.0f s",
+                    self.uuid,
+                    self.mapping.event_source_arn,
+                    self.mapping.function_arn,
+                    ERROR_PAUSE_SECONDS,
+                )
                 self._deadline = time.time() + ERROR_PAUSE_SECONDS
             finally:
                 self._flush_reports()
@@ -256,8 +274,7 @@ class MappingWorker:
             return idle
         return min(idle, max(0.0, self._deadline - time.time()))
 
-    def _step(self, completions: list[tuple[Delivery, Outcome]], source_changed: bool,
-              stopping: bool) -> bool:
+    def _step(self, completions: list[tuple[Delivery, Outcome]], source_changed: bool, stopping: bool) -> bool:
         """One round of work; True when the worker is done (stopping and nothing left in flight)."""
         now = time.time()
         with self._state:
@@ -266,22 +283,31 @@ class MappingWorker:
             finally:
                 self._publish()
 
-    def _step_locked(self, now: float, completions: list[tuple[Delivery, Outcome]], source_changed: bool,
-                     stopping: bool) -> bool:
+    def _step_locked(
+        self, now: float, completions: list[tuple[Delivery, Outcome]], source_changed: bool, stopping: bool
+    ) -> bool:
         for delivery, outcome in completions:
             try:
                 self.poller.complete(delivery, outcome, now)
             except Exception:
-                log.exception("mapping %s: handling the outcome (%s) of batch %s failed", self.uuid,
-                              outcome.kind.value, list(delivery.origin.batch_ids[:3]))
+                log.exception(
+                    "mapping %s: handling the outcome (%s) of batch %s failed",
+                    self.uuid,
+                    outcome.kind.value,
+                    list(delivery.origin.batch_ids[:3]),
+                )
         if stopping:
             self.poller.release()
             in_flight = self.poller.in_flight()
             if in_flight and time.monotonic() < self._stop_deadline:
                 return False
             if in_flight:
-                log.warning("mapping %s: stopping with %d deliveries still running; their outcome is "
-                            "lost (the records will be delivered again)", self.uuid, in_flight)
+                log.warning(
+                    "mapping %s: stopping with %d deliveries still running; their outcome is "
+                    "lost (the records will be delivered again)",
+                    self.uuid,
+                    in_flight,
+                )
             self.poller.persist()
             return True
         self._transition()
@@ -314,15 +340,17 @@ class MappingWorker:
         if self._duplicates > 0:
             self._duplicates -= 1
             delivery = dataclasses.replace(delivery, duplicate=True)
-        thread = threading.Thread(target=self._deliver, args=(delivery,), daemon=True,
-                                  name=f"esm-{self.uuid[:8]}-invoke")
+        thread = threading.Thread(
+            target=self._deliver, args=(delivery,), daemon=True, name=f"esm-{self.uuid[:8]}-invoke"
+        )
         with self._wake:
             self._invocations.add(thread)
         thread.start()
 
     def _deliver(self, delivery: Delivery) -> None:
-        outcome = Outcome(OutcomeKind.NOT_INVOKED,
-                          error=LambdaServiceError(500, "ServiceException", "the delivery did not complete"))
+        outcome = Outcome(
+            OutcomeKind.NOT_INVOKED, error=LambdaServiceError(500, "ServiceException", "the delivery did not complete")
+        )
         try:
             outcome = deliver(self.engine.invoke, delivery)
             if delivery.duplicate:
@@ -330,8 +358,7 @@ class MappingWorker:
                 origin = dataclasses.replace(delivery.origin, duplicate=True)
                 deliver(self.engine.invoke, dataclasses.replace(delivery, origin=origin))
         except BaseException:
-            log.exception("mapping %s: delivering batch %s failed", self.uuid,
-                          list(delivery.origin.batch_ids[:3]))
+            log.exception("mapping %s: delivering batch %s failed", self.uuid, list(delivery.origin.batch_ids[:3]))
         finally:
             with self._wake:
                 self._completions.append((delivery, outcome))

@@ -86,8 +86,17 @@ def lane_hash(key: str) -> int:
 # -- Kinesis -------------------------------------------------------------------------------------
 
 
-def kinesis_record(*, shard_id: str, sequence_number: int, partition_key: str, data: Any, arrival: float,
-                   stream_arn: str, region: str, invoke_identity_arn: str) -> dict[str, Any]:
+def kinesis_record(
+    *,
+    shard_id: str,
+    sequence_number: int,
+    partition_key: str,
+    data: Any,
+    arrival: float,
+    stream_arn: str,
+    region: str,
+    invoke_identity_arn: str,
+) -> dict[str, Any]:
     return {
         "kinesis": {
             "kinesisSchemaVersion": "1.0",
@@ -130,11 +139,13 @@ def dynamodb_record(record: dict[str, Any], *, stream_arn: str, region: str) -> 
     for image in ("NewImage", "OldImage"):
         if image in change:
             dynamodb[image] = change[image]
-    dynamodb.update({
-        "SequenceNumber": str(change["SequenceNumber"]),
-        "SizeBytes": int(change["SizeBytes"]),
-        "StreamViewType": change["StreamViewType"],
-    })
+    dynamodb.update(
+        {
+            "SequenceNumber": str(change["SequenceNumber"]),
+            "SizeBytes": int(change["SizeBytes"]),
+            "StreamViewType": change["StreamViewType"],
+        }
+    )
     event: dict[str, Any] = {
         "eventID": record["eventID"],
         "eventName": record["eventName"],
@@ -162,8 +173,9 @@ def sqs_record(message: Any, *, queue_arn: str, region: str, fifo: bool) -> dict
     }
     trace_header = (message.system_attributes or {}).get("AWSTraceHeader")
     if trace_header:
-        attributes["AWSTraceHeader"] = (trace_header.get("StringValue")
-                                        if isinstance(trace_header, dict) else str(trace_header))
+        attributes["AWSTraceHeader"] = (
+            trace_header.get("StringValue") if isinstance(trace_header, dict) else str(trace_header)
+        )
     if fifo:
         attributes["SequenceNumber"] = message.sequence_number or _fifo_sequence_number(message)
         attributes["MessageGroupId"] = message.group_id
@@ -174,17 +186,20 @@ def sqs_record(message: Any, *, queue_arn: str, region: str, fifo: bool) -> dict
         "receiptHandle": message.receipt_handle,
         "body": message.body,
         "attributes": attributes,
-        "messageAttributes": {name: _message_attribute(value)
-                              for name, value in (message.message_attributes or {}).items()},
+        "messageAttributes": {
+            name: _message_attribute(value) for name, value in (message.message_attributes or {}).items()
+        },
     }
     if message.message_attributes:
         record["md5OfMessageAttributes"] = message.attribute_md5
-    record.update({
-        "md5OfBody": message.body_md5,
-        "eventSource": "aws:sqs",
-        "eventSourceARN": queue_arn,
-        "awsRegion": region,
-    })
+    record.update(
+        {
+            "md5OfBody": message.body_md5,
+            "eventSource": "aws:sqs",
+            "eventSourceARN": queue_arn,
+            "awsRegion": region,
+        }
+    )
     return record
 
 
@@ -194,8 +209,9 @@ def _message_attribute(value: dict[str, Any]) -> dict[str, Any]:
         attribute["stringValue"] = value["StringValue"]
     if value.get("BinaryValue") is not None:
         binary = value["BinaryValue"]
-        attribute["binaryValue"] = (base64.b64encode(binary).decode()
-                                    if isinstance(binary, bytes | bytearray) else binary)
+        attribute["binaryValue"] = (
+            base64.b64encode(binary).decode() if isinstance(binary, bytes | bytearray) else binary
+        )
     attribute["stringListValues"] = list(value.get("StringListValues") or [])
     attribute["binaryListValues"] = list(value.get("BinaryListValues") or [])
     attribute["dataType"] = value["DataType"]

@@ -72,8 +72,7 @@ class Outcome:
 
     @property
     def failed(self) -> bool:
-        return self.kind in (OutcomeKind.FUNCTION_ERROR, OutcomeKind.INVALID_RESPONSE,
-                             OutcomeKind.NOT_INVOKED)
+        return self.kind in (OutcomeKind.FUNCTION_ERROR, OutcomeKind.INVALID_RESPONSE, OutcomeKind.NOT_INVOKED)
 
     @property
     def reason(self) -> str:
@@ -90,15 +89,18 @@ def deliver(invoke: Invoker, delivery: Delivery) -> Outcome:
     except LambdaServiceError as error:
         return Outcome(OutcomeKind.NOT_INVOKED, error=error)
     except Exception as error:  # a bug below the Lambda API: retried like a service error, loudly
-        log.warning("invoking %s for mapping %s raised %r; the batch will be retried",
-                    delivery.function_arn, delivery.origin.mapping_uuid, error, exc_info=True)
-        return Outcome(OutcomeKind.NOT_INVOKED,
-                       error=LambdaServiceError(500, "ServiceException", repr(error)))
+        log.warning(
+            "invoking %s for mapping %s raised %r; the batch will be retried",
+            delivery.function_arn,
+            delivery.origin.mapping_uuid,
+            error,
+            exc_info=True,
+        )
+        return Outcome(OutcomeKind.NOT_INVOKED, error=LambdaServiceError(500, "ServiceException", repr(error)))
     return interpret(result, delivery.item_identifiers, delivery.report_batch_item_failures)
 
 
-def interpret(result: InvocationResult, item_identifiers: tuple[str, ...],
-              report_batch_item_failures: bool) -> Outcome:
+def interpret(result: InvocationResult, item_identifiers: tuple[str, ...], report_batch_item_failures: bool) -> Outcome:
     if result.failed:
         return Outcome(OutcomeKind.FUNCTION_ERROR, result=result)
     if not report_batch_item_failures:

@@ -36,12 +36,24 @@ class PollTiming:
     @classmethod
     def for_mode(cls, timing: str) -> PollTiming:
         if timing == TIMING_AWS:
-            return cls(kinesis_poll_seconds=1.0, dynamodb_poll_seconds=0.25, retry_backoff_seconds=1.0,
-                       retry_backoff_cap_seconds=30.0, source_recheck_seconds=5.0, idle_recheck_seconds=5.0)
-        return cls(kinesis_poll_seconds=None, dynamodb_poll_seconds=None, retry_backoff_seconds=0.05,
-                   retry_backoff_cap_seconds=1.0, source_recheck_seconds=0.5, idle_recheck_seconds=1.0)
+            return cls(
+                kinesis_poll_seconds=1.0,
+                dynamodb_poll_seconds=0.25,
+                retry_backoff_seconds=1.0,
+                retry_backoff_cap_seconds=30.0,
+                source_recheck_seconds=5.0,
+                idle_recheck_seconds=5.0,
+            )
+        return cls(
+            kinesis_poll_seconds=None,
+            dynamodb_poll_seconds=None,
+            retry_backoff_seconds=0.05,
+            retry_backoff_cap_seconds=1.0,
+            source_recheck_seconds=0.5,
+            idle_recheck_seconds=1.0,
+        )
 
     def backoff(self, failures_in_a_row: int) -> float:
         """Delay before the next attempt after `failures_in_a_row` consecutive failures (>= 1)."""
         exponent = max(0, min(failures_in_a_row - 1, 16))
-        return min(self.retry_backoff_cap_seconds, self.retry_backoff_seconds * (2 ** exponent))
+        return min(self.retry_backoff_cap_seconds, self.retry_backoff_seconds * (2**exponent))

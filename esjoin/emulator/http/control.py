@@ -1,20 +1,20 @@
 """The control API under /_esjoin/: what tests need beyond AWS. Documented in the README.
 
-    GET    /_esjoin/health                       200 {"status": "ready", ...} once serving (503 before)
-    GET    /_esjoin/quiescence                   {"quiescent": bool, ...}: no mapping has work pending,
-                                                 nothing in flight, no async invocation queued
-    GET    /_esjoin/history?function=&mapping=&since=&limit=   invocations, oldest first
-    DELETE /_esjoin/history
-    GET    /_esjoin/faults                       the active fault rules
-    POST   /_esjoin/faults                       add one: {"function" | "operation" (+ "service"?),
-                                                 "action": "error"|"delay", "count"?, "delaySeconds"?,
-                                                 "match"?, "errorType"?, "errorMessage"?, "statusCode"?}
-                                                 -> 201 the rule (with its id); see emulator/faults.py
-    DELETE /_esjoin/faults[/<id>]                remove one or all
-    GET    /_esjoin/mappings[/<uuid>]            mapping configuration + engine status (checkpoints, lag)
-    POST   /_esjoin/mappings/<uuid>/pause|resume stop/restart delivery without changing State
-    POST   /_esjoin/mappings/<uuid>/duplicate    {"count": n}: deliver the next n batches twice
-    GET    /_esjoin/code/<region>/<function>.zip  the function's code (GetFunction's Code.Location)
+GET    /_esjoin/health                       200 {"status": "ready", ...} once serving (503 before)
+GET    /_esjoin/quiescence                   {"quiescent": bool, ...}: no mapping has work pending,
+                                             nothing in flight, no async invocation queued
+GET    /_esjoin/history?function=&mapping=&since=&limit=   invocations, oldest first
+DELETE /_esjoin/history
+GET    /_esjoin/faults                       the active fault rules
+POST   /_esjoin/faults                       add one: {"function" | "operation" (+ "service"?),
+                                             "action": "error"|"delay", "count"?, "delaySeconds"?,
+                                             "match"?, "errorType"?, "errorMessage"?, "statusCode"?}
+                                             -> 201 the rule (with its id); see emulator/faults.py
+DELETE /_esjoin/faults[/<id>]                remove one or all
+GET    /_esjoin/mappings[/<uuid>]            mapping configuration + engine status (checkpoints, lag)
+POST   /_esjoin/mappings/<uuid>/pause|resume stop/restart delivery without changing State
+POST   /_esjoin/mappings/<uuid>/duplicate    {"count": n}: deliver the next n batches twice
+GET    /_esjoin/code/<region>/<function>.zip  the function's code (GetFunction's Code.Location)
 """
 
 from __future__ import annotations
@@ -64,9 +64,11 @@ class ControlApi:
                 emulator.history.clear()
                 return reply({"cleared": True})
             records = emulator.history.query(
-                function=request.args.get("function"), mapping=request.args.get("mapping"),
+                function=request.args.get("function"),
+                mapping=request.args.get("mapping"),
                 since_id=int(request.args.get("since") or 0),
-                limit=int(request.args["limit"]) if request.args.get("limit") else None)
+                limit=int(request.args["limit"]) if request.args.get("limit") else None,
+            )
             return reply({"invocations": [r.to_api() for r in records], "lastId": emulator.history.last_id()})
         if path == "/_esjoin/faults":
             if method == "POST":
@@ -108,8 +110,9 @@ class ControlApi:
         if match := CODE.match(path):
             function, _ = emulator.lambda_backend.resolve(match["name"], match["region"])
             return Response(function.zip_path.read_bytes(), content_type="application/zip")
-        return reply({"error": "NotFound", "message": f"no control API at {method} {path}; see emulator/control.py"},
-                     404)
+        return reply(
+            {"error": "NotFound", "message": f"no control API at {method} {path}; see emulator/control.py"}, 404
+        )
 
     def mapping_status(self, uuid: str) -> dict[str, Any]:
         backend = self.emulator.lambda_backend

@@ -44,8 +44,15 @@ CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/")
 
 
 class Gateway:
-    def __init__(self, moto: MotoBackends, lambda_api: WsgiApp, control_api: WsgiApp, default_region: str,
-                 faults: FaultInjector, guard: RequestGuard) -> None:
+    def __init__(
+        self,
+        moto: MotoBackends,
+        lambda_api: WsgiApp,
+        control_api: WsgiApp,
+        default_region: str,
+        faults: FaultInjector,
+        guard: RequestGuard,
+    ) -> None:
         self.moto = moto
         self.guard = guard
         self.lambda_api = lambda_api
@@ -85,8 +92,9 @@ class Gateway:
                 time.sleep(fault.delay_seconds)  # the injected delay itself, outside the lock
             receive = parse_receive(environ, body) if _maybe_sqs(environ) else None
             if receive is not None:
-                status, headers, payload = long_poll(self.moto, functools.partial(self.call_moto, lock=lock),
-                                                     environ, receive, self.region(environ))
+                status, headers, payload = long_poll(
+                    self.moto, functools.partial(self.call_moto, lock=lock), environ, receive, self.region(environ)
+                )
             else:
                 status, headers, payload = self.call_moto(environ, lock)
         except AwsError as error:
@@ -94,8 +102,9 @@ class Gateway:
         start_response(status, headers)
         return [payload]
 
-    def call_moto(self, environ: dict[str, Any],
-                  lock: AbstractContextManager[Any] | None = None) -> tuple[str, list[tuple[str, str]], bytes]:
+    def call_moto(
+        self, environ: dict[str, Any], lock: AbstractContextManager[Any] | None = None
+    ) -> tuple[str, list[tuple[str, str]], bytes]:
         """One request through moto's WSGI app under its lock (MotoBackends.request_lock; the exclusive
         one by default), its response fully read inside it."""
         captured: dict[str, Any] = {}
@@ -118,9 +127,12 @@ class Gateway:
         except Exception:
             service, operation = operation_of(environ, b"")
             log.warning("moto raised on %s %s; answered 400 ValidationException", service, operation, exc_info=True)
-            raise AwsError(400, "ValidationException",
-                           f"{service or 'the service'} could not process this {operation or 'request'}: a "
-                           "parameter is missing or malformed (the endpoint's log has moto's error)") from None
+            raise AwsError(
+                400,
+                "ValidationException",
+                f"{service or 'the service'} could not process this {operation or 'request'}: a "
+                "parameter is missing or malformed (the endpoint's log has moto's error)",
+            ) from None
         return captured["status"], captured["headers"], payload
 
     def region(self, environ: dict[str, Any]) -> str:
@@ -128,17 +140,20 @@ class Gateway:
         return match.group(1) if match else self.default_region
 
 
-MISSING_SIGNATURE = AwsError(403, "MissingAuthenticationTokenException",
-                             "Missing Authentication Token: sign requests with SigV4 (any key works here, e.g. "
-                             "test/test)")
+MISSING_SIGNATURE = AwsError(
+    403,
+    "MissingAuthenticationTokenException",
+    "Missing Authentication Token: sign requests with SigV4 (any key works here, e.g. test/test)",
+)
 # Services that speak only AWS's JSON protocol: a request without X-Amz-Target names no operation.
 JSON_ONLY_SERVICES = {"kinesis", "dynamodb", "logs"}
 
 
 def is_signed(environ: dict[str, Any]) -> bool:
     """An AWS signature: SigV4's Authorization header, or a presigned URL's X-Amz-Credential."""
-    return (environ.get("HTTP_AUTHORIZATION", "").startswith("AWS4-")
-            or "X-Amz-Credential=" in environ.get("QUERY_STRING", ""))
+    return environ.get("HTTP_AUTHORIZATION", "").startswith("AWS4-") or "X-Amz-Credential=" in environ.get(
+        "QUERY_STRING", ""
+    )
 
 
 def check_request(environ: dict[str, Any], service: str, body: bytes) -> Any:
@@ -148,12 +163,18 @@ def check_request(environ: dict[str, Any], service: str, body: bytes) -> Any:
     if not is_signed(environ):
         raise MISSING_SIGNATURE
     if service and service not in SERVED_SERVICES:
-        raise AwsError(400, "UnrecognizedServiceException",
-                       f"this endpoint serves {', '.join(sorted(SERVED_SERVICES | {'lambda'}))}, not {service!r}")
+        raise AwsError(
+            400,
+            "UnrecognizedServiceException",
+            f"this endpoint serves {', '.join(sorted(SERVED_SERVICES | {'lambda'}))}, not {service!r}",
+        )
     target = environ.get("HTTP_X_AMZ_TARGET")
     if not target and service in JSON_ONLY_SERVICES:
-        raise AwsError(400, "UnknownOperationException",
-                       f"{service} speaks AWS's JSON protocol: the X-Amz-Target header must name the operation")
+        raise AwsError(
+            400,
+            "UnknownOperationException",
+            f"{service} speaks AWS's JSON protocol: the X-Amz-Target header must name the operation",
+        )
     if target and body:
         return check_json(body)
     return None
@@ -190,4 +211,5 @@ def _maybe_sqs(environ: dict[str, Any]) -> bool:
     if target:
         return target.startswith("AmazonSQS.")
     return "/sqs/aws4_request" in environ.get("HTTP_AUTHORIZATION", "") or "Action=ReceiveMessage" in (
-        environ.get("QUERY_STRING", ""))
+        environ.get("QUERY_STRING", "")
+    )

@@ -42,8 +42,13 @@ BODY_LIMITS: dict[str, int] = {
 DEFAULT_BODY_LIMIT = 1 * MIB
 """Any other request (IAM, STS, CloudWatch, unsigned ones that are refused anyway)."""
 
-_TARGET_PREFIXES = {"Kinesis_": "kinesis", "DynamoDB_": "dynamodb", "DynamoDBStreams_": "dynamodbstreams",
-                    "AmazonSQS.": "sqs", "Logs_": "logs"}
+_TARGET_PREFIXES = {
+    "Kinesis_": "kinesis",
+    "DynamoDB_": "dynamodb",
+    "DynamoDBStreams_": "dynamodbstreams",
+    "AmazonSQS.": "sqs",
+    "Logs_": "logs",
+}
 _REFUSED_FETCH_SITES = {"cross-site", "same-site"}
 
 
@@ -59,20 +64,29 @@ class RequestGuard:
         """Raise AwsError (403 or 413) for a request that must not be served; return otherwise."""
         host = _host_name(environ.get("HTTP_HOST", ""))
         if host is not None and not self.is_local_host(host):
-            raise AwsError(403, "AccessDeniedException",
-                           f"Host {environ.get('HTTP_HOST')!r} is not served: this endpoint answers loopback "
-                           "names and addresses (127.0.0.1, localhost, [::1], *.localhost) and the hosts in "
-                           "ESJOIN_ALLOWED_HOSTS only (DNS rebinding protection)")
+            raise AwsError(
+                403,
+                "AccessDeniedException",
+                f"Host {environ.get('HTTP_HOST')!r} is not served: this endpoint answers loopback "
+                "names and addresses (127.0.0.1, localhost, [::1], *.localhost) and the hosts in "
+                "ESJOIN_ALLOWED_HOSTS only (DNS rebinding protection)",
+            )
         origin = environ.get("HTTP_ORIGIN")
         site = environ.get("HTTP_SEC_FETCH_SITE", "").lower()
         if origin is not None and not self.is_allowed_origin(origin):
-            raise AwsError(403, "AccessDeniedException",
-                           f"Origin {origin!r} is not allowed: browsers may only call this endpoint from its own "
-                           "origin or one listed in ESJOIN_ALLOWED_ORIGINS (cross-site request protection)")
+            raise AwsError(
+                403,
+                "AccessDeniedException",
+                f"Origin {origin!r} is not allowed: browsers may only call this endpoint from its own "
+                "origin or one listed in ESJOIN_ALLOWED_ORIGINS (cross-site request protection)",
+            )
         if site in _REFUSED_FETCH_SITES and (origin is None or origin not in self.allowed_origins):
-            raise AwsError(403, "AccessDeniedException",
-                           f"Sec-Fetch-Site: {site} requests are refused: a web page of another site may not call "
-                           "this endpoint (set ESJOIN_ALLOWED_ORIGINS to allow a page's origin)")
+            raise AwsError(
+                403,
+                "AccessDeniedException",
+                f"Sec-Fetch-Site: {site} requests are refused: a web page of another site may not call "
+                "this endpoint (set ESJOIN_ALLOWED_ORIGINS to allow a page's origin)",
+            )
         limit = body_limit(environ)
         length = environ.get("CONTENT_LENGTH") or "0"
         try:
@@ -82,8 +96,12 @@ class RequestGuard:
         if size > limit:
             service = service_of(environ) or "this request"
             code = "RequestTooLargeException" if service == "lambda" else "RequestEntityTooLarge"
-            raise AwsError(413, code, f"the request body is {size} bytes; {service} accepts at most {limit} "
-                                      "bytes here (above AWS's own limit for it)")
+            raise AwsError(
+                413,
+                code,
+                f"the request body is {size} bytes; {service} accepts at most {limit} "
+                "bytes here (above AWS's own limit for it)",
+            )
 
     def is_local_host(self, host: str) -> bool:
         host = host.lower().rstrip(".")
@@ -106,18 +124,25 @@ class RequestGuard:
             port = parts.port
         except ValueError:
             return False
-        return (parts.scheme == "http" and parts.hostname is not None and port == self.port
-                and self.is_local_host(parts.hostname))
+        return (
+            parts.scheme == "http"
+            and parts.hostname is not None
+            and port == self.port
+            and self.is_local_host(parts.hostname)
+        )
 
     def cors_headers(self, environ: dict[str, Any]) -> list[tuple[str, str]]:
         """CORS response headers for an allow-listed foreign origin (none for same-origin requests)."""
         origin = environ.get("HTTP_ORIGIN")
         if origin is None or (origin not in self.allowed_origins and "*" not in self.allowed_origins):
             return []
-        return [("Access-Control-Allow-Origin", origin), ("Vary", "Origin"),
-                ("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS"),
-                ("Access-Control-Allow-Headers", environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", "*")),
-                ("Access-Control-Expose-Headers", "x-amzn-RequestId, x-amzn-ErrorType, X-Amz-Function-Error")]
+        return [
+            ("Access-Control-Allow-Origin", origin),
+            ("Vary", "Origin"),
+            ("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS"),
+            ("Access-Control-Allow-Headers", environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", "*")),
+            ("Access-Control-Expose-Headers", "x-amzn-RequestId, x-amzn-ErrorType, X-Amz-Function-Error"),
+        ]
 
 
 def body_limit(environ: dict[str, Any]) -> int:
@@ -130,8 +155,9 @@ def service_of(environ: dict[str, Any]) -> str:
     if path.startswith("/_esjoin"):
         return "control"
     authorization = environ.get("HTTP_AUTHORIZATION", "")
-    scope = authorization.split("Credential=", 1)[1].split(",", 1)[0].split("/") if "Credential=" in authorization \
-        else []
+    scope = (
+        authorization.split("Credential=", 1)[1].split(",", 1)[0].split("/") if "Credential=" in authorization else []
+    )
     if len(scope) >= 4:
         return scope[3].lower()
     target = environ.get("HTTP_X_AMZ_TARGET", "")

@@ -86,8 +86,11 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
         text = message or status.phrase
         if explain:
             text = f"{text}: {explain}"
-        self._send(f"{code} {status.phrase}", [("Content-Type", "application/x-amz-json-1.0")],
-                   json.dumps({"__type": "BadRequest" if code < 500 else "InternalFailure", "message": text}).encode())
+        self._send(
+            f"{code} {status.phrase}",
+            [("Content-Type", "application/x-amz-json-1.0")],
+            json.dumps({"__type": "BadRequest" if code < 500 else "InternalFailure", "message": text}).encode(),
+        )
 
     def date_time_string(self, timestamp: float | None = None) -> str:
         if timestamp is not None:
@@ -153,8 +156,11 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
         elif connection == "keep-alive" and self.protocol_version >= "HTTP/1.1":
             self.close_connection = False
         expect = self.headers.get("Expect", "")
-        if (expect.lower() == "100-continue" and self.protocol_version >= "HTTP/1.1"
-                and self.request_version >= "HTTP/1.1"):
+        if (
+            expect.lower() == "100-continue"
+            and self.protocol_version >= "HTTP/1.1"
+            and self.request_version >= "HTTP/1.1"
+        ):
             return self.handle_expect_100()
         return True
 
@@ -232,8 +238,10 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
         except Exception:
             log.exception("error on %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             self.close_connection = True
-            return _rendered(AwsError(500, "InternalFailure", "the endpoint failed on this request; its log "
-                                                              "has the details"), environ)
+            return _rendered(
+                AwsError(500, "InternalFailure", "the endpoint failed on this request; its log has the details"),
+                environ,
+            )
 
     def _send(self, status: str, headers: list[tuple[str, str]], payload: bytes, head: bool = False) -> None:
         """Status line, headers and body in one write."""
@@ -284,9 +292,13 @@ def _read_request_body(environ: dict[str, Any]) -> bytes:
 
 _date_cache: list[Any] = [None, ""]  # (second, Date header value)
 _TOO_MANY_CONNECTIONS_BODY = b'{"__type": "ServiceUnavailable", "message": "too many open connections; retry"}'
-_TOO_MANY_CONNECTIONS = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/x-amz-json-1.0\r\n"
-                         b"Connection: close\r\nContent-Length: " + str(len(_TOO_MANY_CONNECTIONS_BODY)).encode()
-                         + b"\r\n\r\n" + _TOO_MANY_CONNECTIONS_BODY)
+_TOO_MANY_CONNECTIONS = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/x-amz-json-1.0\r\n"
+    b"Connection: close\r\nContent-Length: "
+    + str(len(_TOO_MANY_CONNECTIONS_BODY)).encode()
+    + b"\r\n\r\n"
+    + _TOO_MANY_CONNECTIONS_BODY
+)
 
 
 class EndpointServer(ThreadedWSGIServer):
@@ -294,12 +306,20 @@ class EndpointServer(ThreadedWSGIServer):
 
     daemon_threads = True
 
-    def __init__(self, host: str, port: int, app: Any, guard: RequestGuard | None = None,
-                 idle_timeout: float = 60.0, max_connections: int = 512) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        app: Any,
+        guard: RequestGuard | None = None,
+        idle_timeout: float = 60.0,
+        max_connections: int = 512,
+    ) -> None:
         # Bind here, not in werkzeug: on a busy port werkzeug prints a message and calls sys.exit(1),
         # where the endpoint wants an OSError to explain (Emulator.start says what to do).
-        listener = socket.create_server((host, port), family=select_address_family(host, port), backlog=128,
-                                        reuse_port=False)
+        listener = socket.create_server(
+            (host, port), family=select_address_family(host, port), backlog=128, reuse_port=False
+        )
         try:
             super().__init__(host, port, app, handler=KeepAliveRequestHandler, fd=listener.fileno())
         finally:
@@ -316,8 +336,11 @@ class EndpointServer(ThreadedWSGIServer):
             if not full:
                 self._connections.add(request)
         if full:  # answered here, on the accepting thread: no thread for it
-            log.warning("%d connections open: refusing one from %s (ESJOIN_MAX_CONNECTIONS)", self.max_connections,
-                        client_address)
+            log.warning(
+                "%d connections open: refusing one from %s (ESJOIN_MAX_CONNECTIONS)",
+                self.max_connections,
+                client_address,
+            )
             with contextlib.suppress(OSError):
                 request.settimeout(1)
                 request.sendall(_TOO_MANY_CONNECTIONS)

@@ -31,8 +31,10 @@ class CloudWatchLogSink:
                 if log_stream not in group.streams:
                     with contextlib.suppress(ResourceAlreadyExistsException):
                         backend.create_log_stream(spec.log_group, log_stream)
-                backend.put_log_events(spec.log_group, log_stream,
-                                       [{"timestamp": ts, "message": message} for ts, message in ordered])
+                backend.put_log_events(
+                    spec.log_group, log_stream, [{"timestamp": ts, "message": message} for ts, message in ordered]
+                )
         except Exception:  # logs are best effort: never fail an invocation over them
-            log.warning("could not deliver %d log event(s) of %s to CloudWatch Logs", len(events),
-                        spec.name, exc_info=True)
+            log.warning(
+                "could not deliver %d log event(s) of %s to CloudWatch Logs", len(events), spec.name, exc_info=True
+            )

@@ -120,7 +120,6 @@ def _no_proxy(environment: dict[str, str], endpoint_url: str) -> str:
     return ",".join(entries)
 
 
-
 def _install_worker(runtime_dir: Path) -> Path:
     """Copy worker.py alone into its directory: the worker's own sys.path entry then holds nothing else."""
     runtime_dir.mkdir(parents=True, exist_ok=True)
@@ -182,4 +181,3 @@ def _runtime_package_entries() -> dict[str, Path]:
             if top != ".." and top != "__pycache__":
                 entries[top] = Path(distribution.locate_file(top))
     return entries
-

@@ -290,4 +290,3 @@ def _decode_client_context(client_context: str | None) -> str | None:
 def _trace_id() -> str:
     """An X-Ray trace header, as _X_AMZN_TRACE_ID carries one per invocation."""
     return f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)};Parent={secrets.token_hex(8)};Sampled=0"
-

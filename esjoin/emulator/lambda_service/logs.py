@@ -87,8 +87,7 @@ def report_line(
 def init_report_line(init_duration_ms: float, error_type: str) -> str:
     """Logged when the init phase fails (https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtime-environment.html)."""
     return (
-        f"INIT_REPORT Init Duration: {init_duration_ms:.2f} ms\tPhase: init\tStatus: error"
-        f"\tError Type: {error_type}\n"
+        f"INIT_REPORT Init Duration: {init_duration_ms:.2f} ms\tPhase: init\tStatus: error\tError Type: {error_type}\n"
     )
 
 
@@ -281,6 +280,4 @@ class LogDelivery:
                 try:
                     self._put(spec, log_stream, events)
                 except Exception:
-                    _log.exception(
-                        "could not deliver %d log events to %s %s", len(events), log_group, log_stream
-                    )
+                    _log.exception("could not deliver %d log events to %s %s", len(events), log_group, log_stream)

@@ -68,11 +68,24 @@ PYTHON_RUNTIME = re.compile(r"^python3\.\d{1,2}$")
 ROLE_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:iam::\d{12}:role/\S+$")
 # Keys AWS reserves: "Lambda was unable to configure your environment variables ... reserved keys".
 RESERVED_ENV = {
-    "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EXECUTION_ENV",
-    "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION",
-    "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME",
-    "AWS_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-    "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR",
+    "_HANDLER",
+    "_X_AMZN_TRACE_ID",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API",
+    "LAMBDA_TASK_ROOT",
+    "LAMBDA_RUNTIME_DIR",
 }
 MAX_ZIP_BYTES = 50 * 1024 * 1024  # direct upload limit
 MAX_UNZIPPED_BYTES = 250 * 1024 * 1024
@@ -96,9 +109,14 @@ def check_role(role: str) -> None:
     """AWS validates the shape of Role before anything else (ValidationException); whether the role
     exists and can be assumed (InvalidParameterValueException on AWS) is not checked here."""
     if not ROLE_ARN.match(role):
-        raise LambdaServiceError(400, "ValidationException", (
-            f"1 validation error detected: Value '{role}' at 'role' failed to satisfy constraint: Member must "
-            r"satisfy regular expression pattern: arn:(aws[a-zA-Z-]*)?:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+"))
+        raise LambdaServiceError(
+            400,
+            "ValidationException",
+            (
+                f"1 validation error detected: Value '{role}' at 'role' failed to satisfy constraint: Member must "
+                r"satisfy regular expression pattern: arn:(aws[a-zA-Z-]*)?:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+"
+            ),
+        )
 
 
 def iso_now() -> str:
@@ -138,10 +156,18 @@ class Function:
 
     def spec(self) -> FunctionSpec:
         return FunctionSpec(
-            name=self.name, arn=self.arn, runtime=self.runtime, handler=self.handler,
-            code_dir=self.code_dir, code_sha256=self.code_sha256, revision_id=self.revision_id,
-            timeout_seconds=self.timeout, memory_mb=self.memory_size,
-            environment=dict(self.environment), region=self.region, account_id=self.account_id,
+            name=self.name,
+            arn=self.arn,
+            runtime=self.runtime,
+            handler=self.handler,
+            code_dir=self.code_dir,
+            code_sha256=self.code_sha256,
+            revision_id=self.revision_id,
+            timeout_seconds=self.timeout,
+            memory_mb=self.memory_size,
+            environment=dict(self.environment),
+            region=self.region,
+            account_id=self.account_id,
         )
 
     def configuration(self) -> dict[str, Any]:
@@ -178,8 +204,9 @@ class Function:
 
 
 class LambdaBackend:
-    def __init__(self, config: EmulatorConfig, moto: MotoBackends, history: InvocationHistory,
-                 faults: FaultInjector) -> None:
+    def __init__(
+        self, config: EmulatorConfig, moto: MotoBackends, history: InvocationHistory, faults: FaultInjector
+    ) -> None:
         self.config = config
         self.moto = moto
         self.history = history
@@ -190,8 +217,9 @@ class LambdaBackend:
         self._code_root = config.state_dir / "functions"
         self._code_root.mkdir(parents=True, exist_ok=True)
         self.runtime = LambdaRuntime(config, config.endpoint_url, CloudWatchLogSink(moto))
-        self.engine = EventSourceMappingEngine(config, moto, self.invoke_for_mapping, self._mapping_changed,
-                                               invoke_identity_arn=self._function_role)
+        self.engine = EventSourceMappingEngine(
+            config, moto, self.invoke_for_mapping, self._mapping_changed, invoke_identity_arn=self._function_role
+        )
         self._async = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lambda-async")
         self._activity = threading.Condition()
         self._in_flight = 0  # invocations running now, direct and from mappings
@@ -200,8 +228,11 @@ class LambdaBackend:
 
     def activity(self) -> dict[str, int]:
         with self._activity:
-            return {"inFlight": self._in_flight, "asyncPending": self._async_pending,
-                    "invocationsStarted": self._invocations_started}
+            return {
+                "inFlight": self._in_flight,
+                "asyncPending": self._async_pending,
+                "invocationsStarted": self._invocations_started,
+            }
 
     def shutdown(self) -> None:
         self.engine.shutdown()
@@ -214,14 +245,17 @@ class LambdaBackend:
         """The function a FunctionName parameter (name, partial or full ARN, qualified) refers to."""
         match = FUNCTION_NAME.match(name_or_arn or "")
         if not match:
-            raise invalid(f"1 validation error detected: Value '{name_or_arn}' at 'functionName' failed "
-                          "to satisfy constraint: Member must satisfy regular expression pattern")
+            raise invalid(
+                f"1 validation error detected: Value '{name_or_arn}' at 'functionName' failed "
+                "to satisfy constraint: Member must satisfy regular expression pattern"
+            )
         region = match.group("region") or region
         with self._lock:
             function = self.functions.get((region, match.group("name")))
         if function is None:
-            raise not_found(f"Function not found: arn:aws:lambda:{region}:{self.config.account_id}:function:"
-                            f"{match.group('name')}")
+            raise not_found(
+                f"Function not found: arn:aws:lambda:{region}:{self.config.account_id}:function:{match.group('name')}"
+            )
         qualifier = match.group("qualifier")
         if qualifier not in (None, "$LATEST"):
             raise not_found(f"Function not found: {function.arn}:{qualifier} (this endpoint has $LATEST only)")
@@ -237,8 +271,10 @@ class LambdaBackend:
             raise invalid("Container image functions are not supported by this endpoint; upload a .zip")
         runtime = params.get("Runtime")
         if not runtime or not PYTHON_RUNTIME.match(runtime):
-            raise invalid(f"Runtime {runtime!r} is not supported by this endpoint: it runs Python "
-                          "functions (python3.x) on its own Python interpreter")
+            raise invalid(
+                f"Runtime {runtime!r} is not supported by this endpoint: it runs Python "
+                "functions (python3.x) on its own Python interpreter"
+            )
         if not params.get("Handler"):
             raise invalid("Handler is required for Zip functions")
         role = params.get("Role") or ""
@@ -254,9 +290,17 @@ class LambdaBackend:
             with self._lock:
                 if (region, name) in self.functions:  # created meanwhile by a concurrent call
                     raise LambdaServiceError(409, "ResourceConflictException", f"Function already exist: {name}")
-                function = Function(name=name, region=region, account_id=self.config.account_id,
-                                    runtime=runtime, handler=params["Handler"], role=role,
-                                    code_dir=code_dir, code_sha256=sha, code_size=size)
+                function = Function(
+                    name=name,
+                    region=region,
+                    account_id=self.config.account_id,
+                    runtime=runtime,
+                    handler=params["Handler"],
+                    role=role,
+                    code_dir=code_dir,
+                    code_sha256=sha,
+                    code_size=size,
+                )
                 self._apply_configuration(function, params)
                 function.tags = dict(params.get("Tags") or {})
                 self.functions[(region, name)] = function
@@ -275,8 +319,14 @@ class LambdaBackend:
         code_dir, sha, size = self._store_code(function.region, function.name, params)  # outside the lock
         with self._lock:
             current, _ = self.resolve(function.arn, region)  # the latest copy: a concurrent update is kept
-            updated = replace(current, code_dir=code_dir, code_sha256=sha, code_size=size,
-                              revision_id=str(uuid.uuid4()), last_modified=iso_now())
+            updated = replace(
+                current,
+                code_dir=code_dir,
+                code_sha256=sha,
+                code_size=size,
+                revision_id=str(uuid.uuid4()),
+                last_modified=iso_now(),
+            )
             self.functions[(function.region, function.name)] = updated
         self.runtime.retire(function.arn)
         return updated
@@ -291,8 +341,9 @@ class LambdaBackend:
             raise invalid("Layers are not supported by this endpoint; put dependencies in the zip")
         with self._lock:
             current, _ = self.resolve(function.arn, region)  # the latest copy: a concurrent update is kept
-            updated = replace(current, environment=dict(current.environment), revision_id=str(uuid.uuid4()),
-                              last_modified=iso_now())
+            updated = replace(
+                current, environment=dict(current.environment), revision_id=str(uuid.uuid4()), last_modified=iso_now()
+            )
             self._apply_configuration(updated, params)
             for key, attribute in (("Runtime", "runtime"), ("Handler", "handler"), ("Role", "role")):
                 if params.get(key):
@@ -331,13 +382,17 @@ class LambdaBackend:
             variables = dict((params.get("Environment") or {}).get("Variables") or {})
             reserved = sorted(set(variables) & RESERVED_ENV)
             if reserved:
-                raise invalid("Lambda was unable to configure your environment variables because the "
-                              "environment variables you have provided contains reserved keys that are "
-                              f"currently not supported for modification. Reserved keys used in this "
-                              f"request: {', '.join(reserved)}")
+                raise invalid(
+                    "Lambda was unable to configure your environment variables because the "
+                    "environment variables you have provided contains reserved keys that are "
+                    f"currently not supported for modification. Reserved keys used in this "
+                    f"request: {', '.join(reserved)}"
+                )
             if len(json.dumps(variables).encode()) > MAX_ENV_BYTES:
-                raise invalid("Lambda was unable to configure your environment variables because the "
-                              "environment variables you have provided exceeded the 4KB limit.")
+                raise invalid(
+                    "Lambda was unable to configure your environment variables because the "
+                    "environment variables you have provided exceeded the 4KB limit."
+                )
             function.environment = {str(k): str(v) for k, v in variables.items()}
         if params.get("Architectures"):
             function.architectures = list(params["Architectures"])
@@ -355,9 +410,11 @@ class LambdaBackend:
         except (ValueError, TypeError):
             raise invalid("Code.ZipFile is not valid base64") from None
         if len(archive_bytes) > MAX_ZIP_BYTES:
-            raise LambdaServiceError(413, "RequestEntityTooLargeException",
-                                     f"Zipped size {len(archive_bytes)} exceeds the direct upload limit of "
-                                     f"{MAX_ZIP_BYTES} bytes")
+            raise LambdaServiceError(
+                413,
+                "RequestEntityTooLargeException",
+                f"Zipped size {len(archive_bytes)} exceeds the direct upload limit of {MAX_ZIP_BYTES} bytes",
+            )
         try:
             archive = zipfile.ZipFile(io.BytesIO(archive_bytes))
             unzipped = sum(info.file_size for info in archive.infolist())
@@ -375,23 +432,33 @@ class LambdaBackend:
 
     # -- invocation ---------------------------------------------------------------------------
 
-    def invoke(self, name_or_arn: str, payload: bytes, region: str, *, invocation_type: str = "RequestResponse",
-               client_context: str | None = None) -> InvocationResult | None:
+    def invoke(
+        self,
+        name_or_arn: str,
+        payload: bytes,
+        region: str,
+        *,
+        invocation_type: str = "RequestResponse",
+        client_context: str | None = None,
+    ) -> InvocationResult | None:
         """Invoke as the Invoke API does; None for Event (queued) and DryRun (validated only)."""
         function, _ = self.resolve(name_or_arn, region)
         if invocation_type not in ("RequestResponse", "Event", "DryRun"):
             raise invalid(f"Invalid invocation type: {invocation_type}")
         limit = MAX_SYNC_PAYLOAD if invocation_type != "Event" else MAX_ASYNC_PAYLOAD
         if len(payload) > limit:
-            raise LambdaServiceError(413, "RequestTooLargeException",
-                                     f"Request must be smaller than {limit} bytes for the {invocation_type} "
-                                     "invocation type")
+            raise LambdaServiceError(
+                413,
+                "RequestTooLargeException",
+                f"Request must be smaller than {limit} bytes for the {invocation_type} invocation type",
+            )
         payload = payload or b"{}"
         try:
             json.loads(payload)
         except ValueError as error:
-            raise LambdaServiceError(400, "InvalidRequestContentException",
-                                     f"Could not parse request body into json: {error}") from None
+            raise LambdaServiceError(
+                400, "InvalidRequestContentException", f"Could not parse request body into json: {error}"
+            ) from None
         if invocation_type == "DryRun":
             return None
         origin = InvocationOrigin(invocation_type=invocation_type)
@@ -420,8 +487,7 @@ class LambdaBackend:
             with self._activity:
                 self._async_pending -= 1
 
-    def _invoke_async_attempts(self, function_arn: str, payload: bytes, region: str,
-                               origin: InvocationOrigin) -> None:
+    def _invoke_async_attempts(self, function_arn: str, payload: bytes, region: str, origin: InvocationOrigin) -> None:
         delays = ASYNC_RETRY_DELAYS.get(self.config.timing, ASYNC_RETRY_DELAYS[TIMING_FAST])
         for attempt in range(1, len(delays) + 2):
             try:
@@ -434,11 +500,16 @@ class LambdaBackend:
                 return
             if attempt <= len(delays):
                 time.sleep(delays[attempt - 1])  # AWS's retry delay for asynchronous invocation
-        log.warning("async invocation of %s failed %d times; the event is dropped (no on-failure "
-                    "destination is configured for asynchronous invocation here)", function_arn, len(delays) + 1)
+        log.warning(
+            "async invocation of %s failed %d times; the event is dropped (no on-failure "
+            "destination is configured for asynchronous invocation here)",
+            function_arn,
+            len(delays) + 1,
+        )
 
-    def _invoke(self, function: Function, payload: bytes, origin: InvocationOrigin,
-                client_context: str | None = None) -> InvocationResult:
+    def _invoke(
+        self, function: Function, payload: bytes, origin: InvocationOrigin, client_context: str | None = None
+    ) -> InvocationResult:
         with self._activity:
             self._in_flight += 1
             self._invocations_started += 1
@@ -448,16 +519,21 @@ class LambdaBackend:
             with self._activity:
                 self._in_flight -= 1
 
-    def _run(self, function: Function, payload: bytes, origin: InvocationOrigin,
-             client_context: str | None) -> InvocationResult:
+    def _run(
+        self, function: Function, payload: bytes, origin: InvocationOrigin, client_context: str | None
+    ) -> InvocationResult:
         request_id = str(uuid.uuid4())
         fault = self.faults.take(function.name, payload)
         started = time.time()
         if fault is not None and fault.action == FAULT_ERROR:
             result = _injected_error(function, request_id, fault)
         else:
-            request = InvocationRequest(payload=payload, request_id=request_id, client_context=client_context,
-                                        delay_seconds=fault.delay_seconds if fault else 0.0)
+            request = InvocationRequest(
+                payload=payload,
+                request_id=request_id,
+                client_context=client_context,
+                delay_seconds=fault.delay_seconds if fault else 0.0,
+            )
             try:
                 result = self.runtime.invoke(function.spec(), request)
             except LambdaServiceError as error:
@@ -479,10 +555,12 @@ class LambdaBackend:
             for other in self.mappings.values():
                 if other.event_source_arn == mapping.event_source_arn and other.function_arn == function.arn:
                     raise LambdaServiceError(
-                        409, "ResourceConflictException",
+                        409,
+                        "ResourceConflictException",
                         f"The event source arn ({mapping.event_source_arn}) and function ({function.name}) "
                         f"provided mapping already exists. Please update or delete the existing mapping "
-                        f"with UUID {other.uuid}")
+                        f"with UUID {other.uuid}",
+                    )
             mapping.state = CREATING
             self.mappings[mapping.uuid] = mapping
             created = mapping.copy()
@@ -493,28 +571,40 @@ class LambdaBackend:
         with self._lock:
             return self._mapping(uuid_).copy()
 
-    def list_event_source_mappings(self, function_name: str | None, source_arn: str | None,
-                                   region: str) -> list[EventSourceMapping]:
+    def list_event_source_mappings(
+        self, function_name: str | None, source_arn: str | None, region: str
+    ) -> list[EventSourceMapping]:
         function_arn = self.resolve(function_name, region)[0].arn if function_name else None
         with self._lock:
-            return [m.copy() for m in self.mappings.values()
-                    if (function_arn is None or m.function_arn == function_arn)
-                    and (source_arn is None or m.event_source_arn == source_arn)]
+            return [
+                m.copy()
+                for m in self.mappings.values()
+                if (function_arn is None or m.function_arn == function_arn)
+                and (source_arn is None or m.event_source_arn == source_arn)
+            ]
 
     def update_event_source_mapping(self, uuid_: str, params: dict[str, Any], region: str) -> EventSourceMapping:
         function_arn = self.resolve(params["FunctionName"], region)[0].arn if params.get("FunctionName") else None
         with self._lock:
             mapping = self._mapping(uuid_)
             if mapping.state in (CREATING, DELETING):
-                raise LambdaServiceError(409, "ResourceInUseException",
-                                         f"Cannot update the event source mapping {uuid_} while it is {mapping.state}")
+                raise LambdaServiceError(
+                    409,
+                    "ResourceInUseException",
+                    f"Cannot update the event source mapping {uuid_} while it is {mapping.state}",
+                )
             candidate = mapping.copy()
             candidate.apply({k: v for k, v in params.items() if k != "FunctionName"})
             if function_arn:
                 candidate.function_arn = function_arn
             was_enabled = mapping.enabled
-            candidate.state = (ENABLING if candidate.enabled and not was_enabled
-                               else DISABLING if was_enabled and not candidate.enabled else UPDATING)
+            candidate.state = (
+                ENABLING
+                if candidate.enabled and not was_enabled
+                else DISABLING
+                if was_enabled and not candidate.enabled
+                else UPDATING
+            )
             self.mappings[uuid_] = candidate
             updated = candidate.copy()
         self.engine.update(candidate.copy())
@@ -565,31 +655,49 @@ class LambdaBackend:
                     if not table.latest_stream_label or not arn.endswith(table.latest_stream_label):
                         raise LookupError
             except Exception:
-                raise invalid(f"Source not found: {arn} does not exist in account "
-                              f"{self.config.account_id}, region {region} (create it first)") from None
+                raise invalid(
+                    f"Source not found: {arn} does not exist in account "
+                    f"{self.config.account_id}, region {region} (create it first)"
+                ) from None
 
 
 def _injected_error(function: Function, request_id: str, fault: FaultRule) -> InvocationResult:
-    payload = {"errorMessage": fault.error_message, "errorType": fault.error_type, "requestId": request_id,
-               "stackTrace": []}
-    log_text = (start_line(request_id, "$LATEST")
-                + f"[ERROR] {fault.error_type}: {fault.error_message} (injected by {fault.id})\n"
-                + end_line(request_id)
-                + report_line(request_id, duration_ms=0.0, billed_duration_ms=1, memory_mb=function.memory_size,
-                              max_memory_used_mb=0))
-    return InvocationResult(request_id=request_id, payload=json.dumps(payload).encode(),
-                            function_error=UNHANDLED, log=log_text, billed_duration_ms=1,
-                            injected_fault=fault.id)
+    payload = {
+        "errorMessage": fault.error_message,
+        "errorType": fault.error_type,
+        "requestId": request_id,
+        "stackTrace": [],
+    }
+    log_text = (
+        start_line(request_id, "$LATEST")
+        + f"[ERROR] {fault.error_type}: {fault.error_message} (injected by {fault.id})\n"
+        + end_line(request_id)
+        + report_line(
+            request_id, duration_ms=0.0, billed_duration_ms=1, memory_mb=function.memory_size, max_memory_used_mb=0
+        )
+    )
+    return InvocationResult(
+        request_id=request_id,
+        payload=json.dumps(payload).encode(),
+        function_error=UNHANDLED,
+        log=log_text,
+        billed_duration_ms=1,
+        injected_fault=fault.id,
+    )
 
 
 def integer_parameter(params: dict[str, Any], key: str) -> int:
     """An integer request parameter, or AWS's validation error naming it (never a Python exception)."""
     value = params[key]
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise invalid(f"1 validation error detected: Value at '{key[0].lower()}{key[1:]}' failed to satisfy "
-                      "constraint: Member must be an integer")
+        raise invalid(
+            f"1 validation error detected: Value at '{key[0].lower()}{key[1:]}' failed to satisfy "
+            "constraint: Member must be an integer"
+        )
     try:
         return int(value)
     except ValueError:
-        raise invalid(f"1 validation error detected: Value {value!r} at '{key[0].lower()}{key[1:]}' failed to "
-                      "satisfy constraint: Member must be an integer") from None
+        raise invalid(
+            f"1 validation error detected: Value {value!r} at '{key[0].lower()}{key[1:]}' failed to "
+            "satisfy constraint: Member must be an integer"
+        ) from None

@@ -67,9 +67,7 @@ class WorkerPools:
         self._in_flight = 0
         self._closed = False
         self._closing = threading.Event()
-        self._reaper = threading.Thread(
-            target=self._reap_idle_workers, name="lambda-idle-reaper", daemon=True
-        )
+        self._reaper = threading.Thread(target=self._reap_idle_workers, name="lambda-idle-reaper", daemon=True)
         self._reaper.start()
 
     # --- invocations in flight ---
@@ -270,6 +268,4 @@ class WorkerPools:
 
 
 def shut_down_error(spec: FunctionSpec) -> LambdaServiceError:
-    return LambdaServiceError(
-        500, "ServiceException", f"The Lambda runtime is shut down; cannot invoke {spec.name}."
-    )
+    return LambdaServiceError(500, "ServiceException", f"The Lambda runtime is shut down; cannot invoke {spec.name}.")

@@ -25,10 +25,12 @@ log = logging.getLogger("esjoin.lambda")
 FUNCTIONS = "/2015-03-31/functions"
 MAPPINGS = "/2015-03-31/event-source-mappings"
 LAMBDA_PATH = re.compile(r"^/20\d\d-\d\d-\d\d/(functions|event-source-mappings|tags|account-settings|layers)")
-SUPPORTED = ("CreateFunction, GetFunction, GetFunctionConfiguration, ListFunctions, UpdateFunctionCode, "
-             "UpdateFunctionConfiguration, DeleteFunction, Invoke, InvokeAsync, "
-             "Create/Get/List/Update/DeleteEventSourceMapping, TagResource, UntagResource, ListTags, "
-             "GetAccountSettings")
+SUPPORTED = (
+    "CreateFunction, GetFunction, GetFunctionConfiguration, ListFunctions, UpdateFunctionCode, "
+    "UpdateFunctionConfiguration, DeleteFunction, Invoke, InvokeAsync, "
+    "Create/Get/List/Update/DeleteEventSourceMapping, TagResource, UntagResource, ListTags, "
+    "GetAccountSettings"
+)
 
 
 def credential_region(request: Request, default: str) -> str:
@@ -57,20 +59,28 @@ class LambdaResponses:
             ("GET", re.compile(rf"^{FUNCTIONS}/?$"), LambdaResponses.list_functions),
             ("GET", re.compile(rf"^{FUNCTIONS}/(?P<name>[^/]+)/?$"), LambdaResponses.get_function),
             ("DELETE", re.compile(rf"^{FUNCTIONS}/(?P<name>[^/]+)/?$"), LambdaResponses.delete_function),
-            ("GET", re.compile(rf"^{FUNCTIONS}/(?P<name>[^/]+)/configuration/?$"),
-             LambdaResponses.get_function_configuration),
-            ("PUT", re.compile(rf"^{FUNCTIONS}/(?P<name>[^/]+)/configuration/?$"),
-             LambdaResponses.update_function_configuration),
+            (
+                "GET",
+                re.compile(rf"^{FUNCTIONS}/(?P<name>[^/]+)/configuration/?$"),
+                LambdaResponses.get_function_configuration,
+            ),
+            (
+                "PUT",
+                re.compile(rf"^{FUNCTIONS}/(?P<name>[^/]+)/configuration/?$"),
+                LambdaResponses.update_function_configuration,
+            ),
             ("PUT", re.compile(rf"^{FUNCTIONS}/(?P<name>[^/]+)/code/?$"), LambdaResponses.update_function_code),
             ("POST", re.compile(rf"^{FUNCTIONS}/(?P<name>[^/]+)/invocations/?$"), LambdaResponses.invoke),
-            ("POST", re.compile(r"^/2014-11-13/functions/(?P<name>[^/]+)/invoke-async/?$"),
-             LambdaResponses.invoke_async),
+            (
+                "POST",
+                re.compile(r"^/2014-11-13/functions/(?P<name>[^/]+)/invoke-async/?$"),
+                LambdaResponses.invoke_async,
+            ),
             ("POST", re.compile(rf"^{MAPPINGS}/?$"), LambdaResponses.create_event_source_mapping),
             ("GET", re.compile(rf"^{MAPPINGS}/?$"), LambdaResponses.list_event_source_mappings),
             ("GET", re.compile(rf"^{MAPPINGS}/(?P<uuid>[^/]+)/?$"), LambdaResponses.get_event_source_mapping),
             ("PUT", re.compile(rf"^{MAPPINGS}/(?P<uuid>[^/]+)/?$"), LambdaResponses.update_event_source_mapping),
-            ("DELETE", re.compile(rf"^{MAPPINGS}/(?P<uuid>[^/]+)/?$"),
-             LambdaResponses.delete_event_source_mapping),
+            ("DELETE", re.compile(rf"^{MAPPINGS}/(?P<uuid>[^/]+)/?$"), LambdaResponses.delete_event_source_mapping),
             ("GET", re.compile(r"^/2017-03-31/tags/(?P<arn>.+)$"), LambdaResponses.list_tags),
             ("POST", re.compile(r"^/2017-03-31/tags/(?P<arn>.+)$"), LambdaResponses.tag_resource),
             ("DELETE", re.compile(r"^/2017-03-31/tags/(?P<arn>.+)$"), LambdaResponses.untag_resource),
@@ -86,9 +96,13 @@ class LambdaResponses:
             response = error_response(error)
         except Exception:  # a bug here must still answer as AWS would, and say what broke
             log.exception("Lambda API %s %s failed", request.method, request.path)
-            response = error_response(LambdaServiceError(500, "ServiceException", "the Lambda service failed on "
-                                                                                  "this request; the endpoint's log "
-                                                                                  "has the details"))
+            response = error_response(
+                LambdaServiceError(
+                    500,
+                    "ServiceException",
+                    "the Lambda service failed on this request; the endpoint's log has the details",
+                )
+            )
         response.headers.setdefault("x-amzn-RequestId", request_id)
         return response(environ, start_response)
 
@@ -100,9 +114,11 @@ class LambdaResponses:
             if match and request.method == method:
                 arguments = {key: unquote(value) for key, value in match.groupdict().items()}
                 return handler(self, request, region, arguments)
-        raise LambdaServiceError(501, "NotImplementedException",
-                                 f"esjoin's Lambda API does not implement {request.method} {path}. "
-                                 f"Supported: {SUPPORTED}.")
+        raise LambdaServiceError(
+            501,
+            "NotImplementedException",
+            f"esjoin's Lambda API does not implement {request.method} {path}. Supported: {SUPPORTED}.",
+        )
 
     # -- functions ----------------------------------------------------------------------------
 
@@ -117,12 +133,16 @@ class LambdaResponses:
 
     def get_function(self, request: Request, region: str, args: dict[str, str]) -> Response:
         function, _ = self.backend.resolve(qualified(args["name"], request), region)
-        return json_response({
-            "Configuration": function.configuration(),
-            "Code": {"RepositoryType": "S3",
-                     "Location": f"{request.host_url.rstrip('/')}/_esjoin/code/{region}/{function.name}.zip"},
-            "Tags": dict(function.tags),
-        })
+        return json_response(
+            {
+                "Configuration": function.configuration(),
+                "Code": {
+                    "RepositoryType": "S3",
+                    "Location": f"{request.host_url.rstrip('/')}/_esjoin/code/{region}/{function.name}.zip",
+                },
+                "Tags": dict(function.tags),
+            }
+        )
 
     def get_function_configuration(self, request: Request, region: str, args: dict[str, str]) -> Response:
         function, _ = self.backend.resolve(qualified(args["name"], request), region)
@@ -142,9 +162,13 @@ class LambdaResponses:
 
     def invoke(self, request: Request, region: str, args: dict[str, str]) -> Response:
         invocation_type = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
-        result = self.backend.invoke(qualified(args["name"], request), request.get_data(), region,
-                                     invocation_type=invocation_type,
-                                     client_context=request.headers.get("X-Amz-Client-Context"))
+        result = self.backend.invoke(
+            qualified(args["name"], request),
+            request.get_data(),
+            region,
+            invocation_type=invocation_type,
+            client_context=request.headers.get("X-Amz-Client-Context"),
+        )
         if invocation_type == "DryRun":
             return Response(status=204)
         if result is None:  # Event: queued
@@ -170,7 +194,8 @@ class LambdaResponses:
 
     def list_event_source_mappings(self, request: Request, region: str, _: dict[str, str]) -> Response:
         mappings = self.backend.list_event_source_mappings(
-            request.args.get("FunctionName"), request.args.get("EventSourceArn"), region)
+            request.args.get("FunctionName"), request.args.get("EventSourceArn"), region
+        )
         page, marker = paginate([m.to_api() for m in mappings], request, default_size=100)
         return json_response({"EventSourceMappings": page, **({"NextMarker": marker} if marker else {})})
 
@@ -204,12 +229,18 @@ class LambdaResponses:
     def get_account_settings(self, request: Request, region: str, _: dict[str, str]) -> Response:
         count = len(self.backend.list_functions(region))
         limit = self.backend.config.lambda_max_concurrency
-        return json_response({
-            "AccountLimit": {"TotalCodeSize": 80530636800, "CodeSizeUnzipped": 262144000,
-                             "CodeSizeZipped": 52428800, "ConcurrentExecutions": limit,
-                             "UnreservedConcurrentExecutions": limit},
-            "AccountUsage": {"TotalCodeSize": 0, "FunctionCount": count},
-        })
+        return json_response(
+            {
+                "AccountLimit": {
+                    "TotalCodeSize": 80530636800,
+                    "CodeSizeUnzipped": 262144000,
+                    "CodeSizeZipped": 52428800,
+                    "ConcurrentExecutions": limit,
+                    "UnreservedConcurrentExecutions": limit,
+                },
+                "AccountUsage": {"TotalCodeSize": 0, "FunctionCount": count},
+            }
+        )
 
 
 def qualified(name: str, request: Request) -> str:
@@ -225,8 +256,9 @@ def json_body(request: Request) -> dict[str, Any]:
         check_json(data)
         document = json.loads(data)
     except (AwsError, ValueError) as error:
-        raise LambdaServiceError(400, "InvalidRequestContentException",
-                                 f"Could not parse request body into json: {error}") from None
+        raise LambdaServiceError(
+            400, "InvalidRequestContentException", f"Could not parse request body into json: {error}"
+        ) from None
     if not isinstance(document, dict):
         raise invalid("The request body must be a JSON object")
     return document

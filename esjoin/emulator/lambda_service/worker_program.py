@@ -173,9 +173,7 @@ class _StreamFd(io.RawIOBase):
 
 def _install_std_streams(output: LogOutput) -> None:
     sys.stdout = io.TextIOWrapper(_StreamFd(output, 1), encoding="utf-8", write_through=True)
-    sys.stderr = io.TextIOWrapper(
-        _StreamFd(output, 2), encoding="utf-8", errors="backslashreplace", write_through=True
-    )
+    sys.stderr = io.TextIOWrapper(_StreamFd(output, 2), encoding="utf-8", errors="backslashreplace", write_through=True)
 
 
 def _setup_logging(output: LogOutput) -> None:
@@ -280,9 +278,7 @@ def load_handler(handler: str):
         # "dir/module.fn" imports dir.module, as on AWS.
         module = importlib.import_module(module_name.replace("/", "."))
     except ImportError as error:
-        raise FaultException(
-            IMPORT_MODULE_ERROR, f"Unable to import module '{module_name}': {error}"
-        ) from None
+        raise FaultException(IMPORT_MODULE_ERROR, f"Unable to import module '{module_name}': {error}") from None
     except SyntaxError as error:
         trace = [f'  File "{error.filename}" Line {error.lineno}\n    {error.text}']
         raise FaultException(
@@ -343,9 +339,7 @@ class LambdaContext:
             try:
                 client_context = json.loads(header["client_context"])
             except ValueError as error:
-                raise FaultException(
-                    CONTEXT_UNMARSHAL_ERROR, f"Unable to parse Client Context JSON: {error}"
-                ) from None
+                raise FaultException(CONTEXT_UNMARSHAL_ERROR, f"Unable to parse Client Context JSON: {error}") from None
         self.client_context = _object_from_dict(ClientContext, client_context)
         if self.client_context is not None:
             self.client_context.client = _object_from_dict(Client, self.client_context.client)

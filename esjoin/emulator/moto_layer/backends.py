@@ -28,8 +28,9 @@ MOTO_SERVICES = ("kinesis", "dynamodb", "dynamodbstreams", "sqs", "logs", "iam",
 # writes to Kinesis), each serialised with itself alone.
 SHARED_SERVICES = frozenset({"kinesis", "sqs"})
 # DynamoDB operations that touch one table (its items, indexes and stream shard) and nothing else.
-DYNAMODB_TABLE_OPERATIONS = frozenset({"PutItem", "GetItem", "UpdateItem", "DeleteItem", "Query", "Scan",
-                                       "DescribeTable"})
+DYNAMODB_TABLE_OPERATIONS = frozenset(
+    {"PutItem", "GetItem", "UpdateItem", "DeleteItem", "Query", "Scan", "DescribeTable"}
+)
 
 
 class MotoBackends:

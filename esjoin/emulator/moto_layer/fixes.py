@@ -58,9 +58,11 @@ _kinesis_sequence_lock = threading.Lock()
 
 # Declared here, read only through this Graft (kinesis_shard_sequence_numbers): no module names the attribute.
 SHARD_SEQUENCE_NUMBERS: Graft[list[int]] = patching.graft(
-    "moto.kinesis.models.Shard", "_esjoin_sequence_numbers",
+    "moto.kinesis.models.Shard",
+    "_esjoin_sequence_numbers",
     doc="the shard's sequence numbers, ascending, parallel to its records: O(log n) reads, and the Kinesis "
-        "poller counts what a mapping has yet to read")
+    "poller counts what a mapping has yet to read",
+)
 
 _local = threading.local()
 _applied = False
@@ -177,29 +179,51 @@ def _patch_dynamodb() -> None:
         return original_query(_Partition(self, hash_key), hash_key, *args, **kwargs)
 
     original_add = patching.replace(
-        StreamShard, "add", add, kind=FIX, expect="(self, old, new)",
+        StreamShard,
+        "add",
+        add,
+        kind=FIX,
+        expect="(self, old, new)",
         reason="a write that changes nothing emits no stream record (moto emits MODIFY); moto's own Lambda "
-        "delivery off; pollers notified")
+        "delivery off; pollers notified",
+    )
     original_record_init = patching.replace(
-        StreamRecord, "__init__", record_init, kind=FIX, expect="(self, table, stream_type, event_name, old, new, seq)",
-        reason="stream records carry the table's region and eventVersion 1.1, as GetRecords does on AWS")
+        StreamRecord,
+        "__init__",
+        record_init,
+        kind=FIX,
+        expect="(self, table, stream_type, event_name, old, new, seq)",
+        reason="stream records carry the table's region and eventVersion 1.1, as GetRecords does on AWS",
+    )
     original_update_item = patching.replace(
-        DynamoDBBackend, "update_item", update_item, kind=FIX,
+        DynamoDBBackend,
+        "update_item",
+        update_item,
+        kind=FIX,
         expect="(self, table_name, key, update_expression, expression_attribute_names, expression_attribute_values, "
         "attribute_updates=None, expected=None, condition_expression=None, "
         "return_values_on_condition_check_failure=None)",
-        reason="marks an UpdateItem, so its keys-only put of a missing item stays out of the stream")
+        reason="marks an UpdateItem, so its keys-only put of a missing item stays out of the stream",
+    )
     original_table_put_item = patching.replace(
-        Table, "put_item", table_put_item, kind=FIX,
+        Table,
+        "put_item",
+        table_put_item,
+        kind=FIX,
         expect="(self, item_attrs, expected=None, condition_expression=None, expression_attribute_names=None, "
         "expression_attribute_values=None, overwrite=False, return_values_on_condition_check_failure=None)",
-        reason="UpdateItem on a missing item emits one INSERT (moto emits two: a keys-only one, then the item)")
+        reason="UpdateItem on a missing item emits one INSERT (moto emits two: a keys-only one, then the item)",
+    )
     original_query = patching.replace(
-        Table, "query", query, kind=FIX,
+        Table,
+        "query",
+        query,
+        kind=FIX,
         expect="(self, hash_key, range_comparison, range_objs, limit, exclusive_start_key, scan_index_forward, "
         "projection_expressions, index_name=None, consistent_read=False, filter_expression=None, "
         "hash_key_conditions=None, range_key_conditions=None, **filter_kwargs)",
-        reason="Query reads only the queried partition (moto scans the whole table: 98 ms at 10,000 items)")
+        reason="Query reads only the queried partition (moto scans the whole table: 98 ms at 10,000 items)",
+    )
 
 
 class _Partition:
@@ -257,11 +281,21 @@ def _patch_dynamodbstreams() -> None:
         return {"NextShardIterator": encode(iterator), "Records": records}
 
     original_get_shard_iterator = patching.replace(
-        DynamoDBStreamsBackend, "get_shard_iterator", get_shard_iterator, kind=FIX,
+        DynamoDBStreamsBackend,
+        "get_shard_iterator",
+        get_shard_iterator,
+        kind=FIX,
         expect="(self, arn, shard_id, shard_iterator_type, sequence_number=None)",
-        reason="shard iterators are encoded, not stored server-side (moto keeps every iterator it hands out)")
-    patching.replace(DynamoDBStreamsBackend, "get_records", get_records, kind=FIX, expect="(self, iterator_arn, limit)",
-                     reason="reads the stateless shard iterators get_shard_iterator hands out")
+        reason="shard iterators are encoded, not stored server-side (moto keeps every iterator it hands out)",
+    )
+    patching.replace(
+        DynamoDBStreamsBackend,
+        "get_records",
+        get_records,
+        kind=FIX,
+        expect="(self, iterator_arn, limit)",
+        reason="reads the stateless shard iterators get_shard_iterator hands out",
+    )
 
 
 class _StatelessIterator:
@@ -281,15 +315,19 @@ def _patch_kinesis() -> None:
     sequence_numbers = SHARD_SEQUENCE_NUMBERS.get
     # Each original_* is moto's own function, as patching.replace returns it below.
 
-    def backend_put_record(self: KinesisBackend, stream_arn: str, stream_name: str, partition_key: str,
-                           explicit_hash_key: str, data: str) -> tuple[str, str]:
+    def backend_put_record(
+        self: KinesisBackend, stream_arn: str, stream_name: str, partition_key: str, explicit_hash_key: str, data: str
+    ) -> tuple[str, str]:
         # PutRecords checks each record's size; PutRecord did not (AWS: 1 MiB of data at most).
         if len(base64.b64decode(data or "")) > KINESIS_MAX_RECORD_BYTES:
             from moto.core.exceptions import JsonRESTError
 
-            raise JsonRESTError("ValidationException", "1 validation error detected: Value at 'data' failed to "
-                                f"satisfy constraint: Member must have length less than or equal to "
-                                f"{KINESIS_MAX_RECORD_BYTES}")
+            raise JsonRESTError(
+                "ValidationException",
+                "1 validation error detected: Value at 'data' failed to "
+                f"satisfy constraint: Member must have length less than or equal to "
+                f"{KINESIS_MAX_RECORD_BYTES}",
+            )
         return original_backend_put_record(self, stream_arn, stream_name, partition_key, explicit_hash_key, data)
 
     def shard_init(self: Shard, *args: Any, **kwargs: Any) -> None:
@@ -367,39 +405,96 @@ def _patch_kinesis() -> None:
         return reshard
 
     original_backend_put_record = patching.replace(
-        KinesisBackend, "put_record", backend_put_record, kind=FIX,
+        KinesisBackend,
+        "put_record",
+        backend_put_record,
+        kind=FIX,
         expect="(self, stream_arn, stream_name, partition_key, explicit_hash_key, data)",
-        reason="PutRecord refuses data over 1 MiB (moto checked PutRecords only)")
+        reason="PutRecord refuses data over 1 MiB (moto checked PutRecords only)",
+    )
     original_shard_init = patching.replace(
-        Shard, "__init__", shard_init, kind=FIX,
+        Shard,
+        "__init__",
+        shard_init,
+        kind=FIX,
         expect="(self, shard_id, starting_hash, ending_hash, parent=None, adjacent_parent=None)",
-        reason="each shard keeps its sequence numbers in an ascending list (SHARD_SEQUENCE_NUMBERS)")
-    patching.replace(Shard, "put_record", shard_put_record, kind=FIX,
-                     expect="(self, partition_key, data, explicit_hash_key)",
-                     reason="sequence numbers grow across the whole stream, shards and reshards included (moto "
-                     "restarts at 1 on every shard); appending is O(1)")
-    patching.replace(Shard, "get_records", shard_get_records, kind=FIX, expect="(self, last_sequence_id, limit)",
-                     reason="reading is O(log n) in the shard's size (bisect), not O(n)")
-    patching.replace(Shard, "get_min_sequence_number", shard_min_sequence_number, kind=FIX, expect="(self)",
-                     reason="O(1), from the ascending sequence numbers")
-    patching.replace(Shard, "get_max_sequence_number", shard_max_sequence_number, kind=FIX, expect="(self)",
-                     reason="O(1), from the ascending sequence numbers")
-    patching.replace(Shard, "get_sequence_number_at", shard_sequence_number_at, kind=FIX, expect="(self, at_timestamp)",
-                     reason="AT_TIMESTAMP by binary search over the records' arrival times")
-    patching.replace(Stream, "get_shard_for_key", get_shard_for_key, kind=FIX,
-                     expect="(self, partition_key, explicit_hash_key)",
-                     reason="PutRecord routes to open shards only (moto can route to a closed parent after a split)")
+        reason="each shard keeps its sequence numbers in an ascending list (SHARD_SEQUENCE_NUMBERS)",
+    )
+    patching.replace(
+        Shard,
+        "put_record",
+        shard_put_record,
+        kind=FIX,
+        expect="(self, partition_key, data, explicit_hash_key)",
+        reason="sequence numbers grow across the whole stream, shards and reshards included (moto "
+        "restarts at 1 on every shard); appending is O(1)",
+    )
+    patching.replace(
+        Shard,
+        "get_records",
+        shard_get_records,
+        kind=FIX,
+        expect="(self, last_sequence_id, limit)",
+        reason="reading is O(log n) in the shard's size (bisect), not O(n)",
+    )
+    patching.replace(
+        Shard,
+        "get_min_sequence_number",
+        shard_min_sequence_number,
+        kind=FIX,
+        expect="(self)",
+        reason="O(1), from the ascending sequence numbers",
+    )
+    patching.replace(
+        Shard,
+        "get_max_sequence_number",
+        shard_max_sequence_number,
+        kind=FIX,
+        expect="(self)",
+        reason="O(1), from the ascending sequence numbers",
+    )
+    patching.replace(
+        Shard,
+        "get_sequence_number_at",
+        shard_sequence_number_at,
+        kind=FIX,
+        expect="(self, at_timestamp)",
+        reason="AT_TIMESTAMP by binary search over the records' arrival times",
+    )
+    patching.replace(
+        Stream,
+        "get_shard_for_key",
+        get_shard_for_key,
+        kind=FIX,
+        expect="(self, partition_key, explicit_hash_key)",
+        reason="PutRecord routes to open shards only (moto can route to a closed parent after a split)",
+    )
     original_stream_put_record = patching.replace(
-        Stream, "put_record", stream_put_record, kind=FIX, expect="(self, partition_key, explicit_hash_key, data)",
-        reason="moto's own Lambda delivery off; pollers notified of the write")
-    patching.replace(Stream, "split_shard", wrap=keeping_parent_records, kind=FIX,
-                     expect="(self, shard_to_split, new_starting_hash_key)",
-                     reason="a split leaves the parent's records in the parent, readable until they expire (moto "
-                     "moves them into the children under new sequence numbers)")
-    patching.replace(Stream, "merge_shards", wrap=keeping_parent_records, kind=FIX,
-                     expect="(self, shard_to_merge, adjacent_shard_to_merge)",
-                     reason="a merge leaves the parents' records in the parents, readable until they expire (moto "
-                     "moves them into the child under new sequence numbers)")
+        Stream,
+        "put_record",
+        stream_put_record,
+        kind=FIX,
+        expect="(self, partition_key, explicit_hash_key, data)",
+        reason="moto's own Lambda delivery off; pollers notified of the write",
+    )
+    patching.replace(
+        Stream,
+        "split_shard",
+        wrap=keeping_parent_records,
+        kind=FIX,
+        expect="(self, shard_to_split, new_starting_hash_key)",
+        reason="a split leaves the parent's records in the parent, readable until they expire (moto "
+        "moves them into the children under new sequence numbers)",
+    )
+    patching.replace(
+        Stream,
+        "merge_shards",
+        wrap=keeping_parent_records,
+        kind=FIX,
+        expect="(self, shard_to_merge, adjacent_shard_to_merge)",
+        reason="a merge leaves the parents' records in the parents, readable until they expire (moto "
+        "moves them into the child under new sequence numbers)",
+    )
 
 
 # -- SQS ------------------------------------------------------------------------------------------
@@ -420,9 +515,18 @@ def _patch_sqs() -> None:
         notify(self.get_queue(queue_name).queue_arn)
 
     original_add_message = patching.replace(
-        Queue, "add_message", add_message, kind=FIX, expect="(self, message)",
-        reason="moto's own Lambda delivery off; pollers notified of the write")
+        Queue,
+        "add_message",
+        add_message,
+        kind=FIX,
+        expect="(self, message)",
+        reason="moto's own Lambda delivery off; pollers notified of the write",
+    )
     original_change_visibility = patching.replace(
-        SQSBackend, "change_message_visibility", change_message_visibility, kind=FIX,
+        SQSBackend,
+        "change_message_visibility",
+        change_message_visibility,
+        kind=FIX,
         expect="(self, queue_name, receipt_handle, visibility_timeout)",
-        reason="pollers notified: a message made visible again is work for them")
+        reason="pollers notified: a message made visible again is work for them",
+    )

@@ -77,11 +77,23 @@ def _patch_every_request() -> None:
     from moto.core import responses
 
     # Callers only test membership (`action in method_names`); the shared list is never changed.
-    patching.replace(responses, "method_names_from_class", wrap=functools.lru_cache(maxsize=None), kind=SPEED,
-                     expect="(clazz)", reason="the response class's method list, fixed per class, computed once "
-                     "instead of on every request (~0.3 ms a request)")
-    patching.replace(responses, "gen_amzn_requestid_long", request_id, kind=SPEED, expect="(headerdict=None)",
-                     reason="the 52-character request id takes one random.choices call instead of 52 random.choice")
+    patching.replace(
+        responses,
+        "method_names_from_class",
+        wrap=functools.lru_cache(maxsize=None),
+        kind=SPEED,
+        expect="(clazz)",
+        reason="the response class's method list, fixed per class, computed once "
+        "instead of on every request (~0.3 ms a request)",
+    )
+    patching.replace(
+        responses,
+        "gen_amzn_requestid_long",
+        request_id,
+        kind=SPEED,
+        expect="(headerdict=None)",
+        reason="the 52-character request id takes one random.choices call instead of 52 random.choice",
+    )
 
 
 def request_id(headerdict: dict[str, Any] | None = None) -> str:
@@ -123,9 +135,14 @@ def _patch_dynamodb_responses() -> None:
             return value
         return generic_to_dict(value)  # datetimes, objects with to_json, subclasses
 
-    patching.replace(responses, "dynamo_to_dict", dynamo_to_dict, kind=SPEED, expect="(obj)",
-                     reason="DynamoDB results (DynamoResult) converted to dictionaries with a short path for "
-                     "moto's own types")
+    patching.replace(
+        responses,
+        "dynamo_to_dict",
+        dynamo_to_dict,
+        kind=SPEED,
+        expect="(obj)",
+        reason="DynamoDB results (DynamoResult) converted to dictionaries with a short path for moto's own types",
+    )
 
     class AttributeValueJSONSerializer(serialize.JSONSerializer):
         """moto's JSON serializer; AttributeValues (and maps and lists of them) written directly."""
@@ -144,19 +161,28 @@ def _patch_dynamodb_responses() -> None:
 
         def _serialize_type_list(self, serialized: Any, value: Any, shape: Any, key: str) -> None:
             member = shape.member
-            if member.type_name == "map" and _is_attribute_map(member) and _all_dicts(value) and all(
-                    _all_dicts(item.values()) for item in value):
+            if (
+                member.type_name == "map"
+                and _is_attribute_map(member)
+                and _all_dicts(value)
+                and all(_all_dicts(item.values()) for item in value)
+            ):
                 serialized[self.get_serialized_name(shape, key)] = [attribute_map_json(item) for item in value]
                 return
             super()._serialize_type_list(serialized, value, shape, key)
 
     for service in ("dynamodb", "dynamodbstreams"):
         # moto has no serializer of its own for these (its generic JSONSerializer answers): expect no entry.
-        patching.replace(serialize.SERVICE_SPECIFIC_SERIALIZERS.setdefault(service, {}), "json",
-                         AttributeValueJSONSerializer, kind=SPEED, expect=patching.MISSING,
-                         owner_name=f"moto.core.serialize.SERVICE_SPECIFIC_SERIALIZERS[{service!r}]",
-                         reason="AttributeValues, attribute maps and item lists in responses written directly "
-                         "instead of walked through the botocore shape")
+        patching.replace(
+            serialize.SERVICE_SPECIFIC_SERIALIZERS.setdefault(service, {}),
+            "json",
+            AttributeValueJSONSerializer,
+            kind=SPEED,
+            expect=patching.MISSING,
+            owner_name=f"moto.core.serialize.SERVICE_SPECIFIC_SERIALIZERS[{service!r}]",
+            reason="AttributeValues, attribute maps and item lists in responses written directly "
+            "instead of walked through the botocore shape",
+        )
 
 
 def _is_attribute_map(shape: Any) -> bool:
@@ -185,8 +211,9 @@ def attribute_value_json(value: dict[str, Any]) -> dict[str, Any]:
         if type_ in _STRING_TYPES:
             result[type_] = str(inner) if inner not in ({}, []) else inner
         elif type_ == "M":
-            result["M"] = {name: attribute_value_json(member) for name, member in inner.items()
-                           if isinstance(member, dict)}
+            result["M"] = {
+                name: attribute_value_json(member) for name, member in inner.items() if isinstance(member, dict)
+            }
         elif type_ == "L":
             result["L"] = [attribute_value_json(member) if isinstance(member, dict) else member for member in inner]
         elif type_ in ("BOOL", "NULL"):
@@ -243,10 +270,15 @@ def _patch_json_requests() -> None:
                     parsed[name] = raw
             return parsed
 
-    patching.replace(parse.PROTOCOL_PARSERS, "json", AttributeValueJSONParser, kind=SPEED, expect=parse.JSONParser,
-                     owner_name="moto.core.parse.PROTOCOL_PARSERS",
-                     reason="DynamoDB AttributeValues in requests parsed directly instead of member by member "
-                     "through the shape")
+    patching.replace(
+        parse.PROTOCOL_PARSERS,
+        "json",
+        AttributeValueJSONParser,
+        kind=SPEED,
+        expect=parse.JSONParser,
+        owner_name="moto.core.parse.PROTOCOL_PARSERS",
+        reason="DynamoDB AttributeValues in requests parsed directly instead of member by member through the shape",
+    )
 
 
 def _is_dynamodb_attribute_value(shape: Any) -> bool:
@@ -275,12 +307,22 @@ def _patch_dynamodb_query() -> None:
 
         return query_action
 
-    patching.replace(table, "copy", _CopyUnlessQueryResponse(), kind=SPEED, expect=copy,
-                     reason="Table.query's deep copy of every item it returns skipped while a Query API call "
-                     "builds its response")
-    patching.replace(DynamoHandler, "query", wrap=marking_query_response, kind=SPEED, expect="(self)",
-                     reason="marks a Query API call building its response, for the copy patch of "
-                     "moto.dynamodb.models.table")
+    patching.replace(
+        table,
+        "copy",
+        _CopyUnlessQueryResponse(),
+        kind=SPEED,
+        expect=copy,
+        reason="Table.query's deep copy of every item it returns skipped while a Query API call builds its response",
+    )
+    patching.replace(
+        DynamoHandler,
+        "query",
+        wrap=marking_query_response,
+        kind=SPEED,
+        expect="(self)",
+        reason="marks a Query API call building its response, for the copy patch of moto.dynamodb.models.table",
+    )
 
 
 class _CopyUnlessQueryResponse:
@@ -319,9 +361,15 @@ def _patch_dynamodb_items() -> None:
                 raise ItemSizeTooLarge
             dict.__setitem__(self.attrs, key, typed)
 
-    patching.replace(Item, "__init__", item_init, kind=SPEED, expect="(self, hash_key, range_key, attrs)",
-                     reason="an item's size adds each attribute once instead of re-adding all of them at every "
-                     "insert; the same 405,000-byte limit at the same attribute")
+    patching.replace(
+        Item,
+        "__init__",
+        item_init,
+        kind=SPEED,
+        expect="(self, hash_key, range_key, attrs)",
+        reason="an item's size adds each attribute once instead of re-adding all of them at every "
+        "insert; the same 405,000-byte limit at the same attribute",
+    )
 
 
 # -- SQS ---------------------------------------------------------------------------------------------
@@ -349,11 +397,25 @@ def _patch_sqs() -> None:
         now = unix_time_millis()
         return sum(1 for m in self._messages if not now > m.visible_at)
 
-    patching.replace(SQSBackend, "is_message_valid_based_on_retention_period",
-                     is_message_valid_based_on_retention_period, kind=SPEED, expect="(self, queue_name, message)",
-                     reason="ReceiveMessage reads the retention period directly instead of computing every queue "
-                     "attribute once per message received")
-    for name, getter in (("messages", messages), ("approximate_number_of_messages_delayed", number_delayed),
-                         ("approximate_number_of_messages_not_visible", number_not_visible)):
-        patching.replace(Queue, name, property(getter), kind=SPEED, expect="(self)",
-                         reason="a pass over the queue's messages reads the clock once instead of twice a message")
+    patching.replace(
+        SQSBackend,
+        "is_message_valid_based_on_retention_period",
+        is_message_valid_based_on_retention_period,
+        kind=SPEED,
+        expect="(self, queue_name, message)",
+        reason="ReceiveMessage reads the retention period directly instead of computing every queue "
+        "attribute once per message received",
+    )
+    for name, getter in (
+        ("messages", messages),
+        ("approximate_number_of_messages_delayed", number_delayed),
+        ("approximate_number_of_messages_not_visible", number_not_visible),
+    ):
+        patching.replace(
+            Queue,
+            name,
+            property(getter),
+            kind=SPEED,
+            expect="(self)",
+            reason="a pass over the queue's messages reads the clock once instead of twice a message",
+        )

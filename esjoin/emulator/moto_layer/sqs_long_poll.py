@@ -90,8 +90,9 @@ def queue_wait_and_arn(moto: MotoBackends, region: str, queue_name: str | None) 
         return int(queue.receive_message_wait_time_seconds or 0), queue.queue_arn
 
 
-def long_poll(moto: MotoBackends, call_moto: MotoCall, environ: dict[str, Any], request: ReceiveRequest,
-              region: str) -> tuple[str, list[tuple[str, str]], bytes]:
+def long_poll(
+    moto: MotoBackends, call_moto: MotoCall, environ: dict[str, Any], request: ReceiveRequest, region: str
+) -> tuple[str, list[tuple[str, str]], bytes]:
     default_wait, queue_arn = queue_wait_and_arn(moto, region, request.queue_name)
     wait = request.wait_seconds if request.wait_seconds is not None else default_wait
     body = request.body_with_wait(0)

@@ -27,19 +27,28 @@ SCALARS = st.one_of(
     st.builds(lambda numbers: {"NS": numbers}, st.lists(NUMBERS, min_size=1, max_size=4, unique=True)),
     st.builds(lambda blobs: {"BS": blobs}, st.lists(BINARIES, min_size=1, max_size=3, unique=True)),
 )
-ATTRIBUTE_VALUES = st.recursive(SCALARS, lambda children: st.one_of(
-    st.builds(lambda members: {"L": members}, st.lists(children, max_size=4)),
-    st.builds(lambda members: {"M": members}, st.dictionaries(NAMES, children, max_size=4)),
-), max_leaves=12)
+ATTRIBUTE_VALUES = st.recursive(
+    SCALARS,
+    lambda children: st.one_of(
+        st.builds(lambda members: {"L": members}, st.lists(children, max_size=4)),
+        st.builds(lambda members: {"M": members}, st.dictionaries(NAMES, children, max_size=4)),
+    ),
+    max_leaves=12,
+)
 KEY_NAMES = ("pk", "sk", "g")  # the tables' hash, range and index keys
 # Smaller items where a test makes many requests (the serialization tests take the large ones).
-SMALL_ATTRIBUTE_VALUES = st.recursive(SCALARS, lambda children: st.one_of(
-    st.builds(lambda members: {"L": members}, st.lists(children, max_size=2)),
-    st.builds(lambda members: {"M": members}, st.dictionaries(NAMES, children, max_size=2)),
-), max_leaves=4)
+SMALL_ATTRIBUTE_VALUES = st.recursive(
+    SCALARS,
+    lambda children: st.one_of(
+        st.builds(lambda members: {"L": members}, st.lists(children, max_size=2)),
+        st.builds(lambda members: {"M": members}, st.dictionaries(NAMES, children, max_size=2)),
+    ),
+    max_leaves=4,
+)
 FIELDS = st.sampled_from(["f", "h", "ü"])  # names requests refer to (filters, projections, updates)
-ATTRIBUTES = st.dictionaries(FIELDS | NAMES.filter(lambda name: name not in KEY_NAMES), SMALL_ATTRIBUTE_VALUES,
-                             max_size=3)
+ATTRIBUTES = st.dictionaries(
+    FIELDS | NAMES.filter(lambda name: name not in KEY_NAMES), SMALL_ATTRIBUTE_VALUES, max_size=3
+)
 
 
 def as_parsed(value: dict[str, Any]) -> dict[str, Any]:

@@ -33,8 +33,7 @@ ROLE = f"arn:aws:iam::{ACCOUNT}:role/lambda-role"
 RUNTIME = "python3.11"
 WAIT_SECONDS = 15.0
 # No retries: a test sees the endpoint's first answer, so a 500 or a throttle is never hidden.
-CLIENT_CONFIG = Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=60,
-                       max_pool_connections=50)
+CLIENT_CONFIG = Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=60, max_pool_connections=50)
 
 T = TypeVar("T")
 
@@ -49,8 +48,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_until(condition: Callable[[], T], what: str, timeout: float = WAIT_SECONDS,
-               history: Callable[[], Any] | None = None, interval: float = 0.02) -> T:
+def wait_until(
+    condition: Callable[[], T],
+    what: str,
+    timeout: float = WAIT_SECONDS,
+    history: Callable[[], Any] | None = None,
+    interval: float = 0.02,
+) -> T:
     """`condition()`'s first truthy value; AssertionError (with what was seen) after `timeout` s."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -83,8 +87,13 @@ def sha256_b64(data: bytes) -> str:
 
 def client(endpoint_url: str, service: str, region: str = REGION, config: Config = CLIENT_CONFIG) -> Any:
     return boto3.session.Session().client(
-        service, endpoint_url=endpoint_url, region_name=region, aws_access_key_id="test",
-        aws_secret_access_key="test", config=config)
+        service,
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=config,
+    )
 
 
 @dataclass
@@ -130,13 +139,13 @@ class Control:
     def __init__(self, endpoint_url: str) -> None:
         self.endpoint_url = endpoint_url
 
-    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
-                **params: Any) -> ControlResponse:
+    def request(
+        self, method: str, path: str, body: Any = None, raw: bytes | None = None, **params: Any
+    ) -> ControlResponse:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
         url = f"{self.endpoint_url}/_esjoin/{path.lstrip('/')}" + (f"?{query}" if query else "")
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        request = urllib.request.Request(url, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 status, text = response.status, response.read()
@@ -182,13 +191,25 @@ class Functions:
     lambda_client: Any
     created: list[str] = field(default_factory=list)
 
-    def create(self, source: str | None = None, *, files: dict[str, str] | None = None,
-               handler: str = "app.handler", prefix: str = "fn", **params: Any) -> str:
+    def create(
+        self,
+        source: str | None = None,
+        *,
+        files: dict[str, str] | None = None,
+        handler: str = "app.handler",
+        prefix: str = "fn",
+        **params: Any,
+    ) -> str:
         name = unique(prefix)
         package = make_zip(files if files is not None else {"app.py": source or ""})
         self.lambda_client.create_function(
-            FunctionName=name, Runtime=params.pop("Runtime", RUNTIME), Role=params.pop("Role", ROLE),
-            Handler=handler, Code={"ZipFile": package}, **params)
+            FunctionName=name,
+            Runtime=params.pop("Runtime", RUNTIME),
+            Role=params.pop("Role", ROLE),
+            Handler=handler,
+            Code={"ZipFile": package},
+            **params,
+        )
         self.created.append(name)
         return name
 
@@ -257,8 +278,12 @@ class Probe:
         """Every event the probe received, oldest first."""
         items: list[dict[str, Any]] = []
         arguments: dict[str, Any] = {
-            "TableName": self.table, "KeyConditionExpression": "#f = :f", "ConsistentRead": True,
-            "ExpressionAttributeNames": {"#f": "function"}, "ExpressionAttributeValues": {":f": {"S": self.name}}}
+            "TableName": self.table,
+            "KeyConditionExpression": "#f = :f",
+            "ConsistentRead": True,
+            "ExpressionAttributeNames": {"#f": "function"},
+            "ExpressionAttributeValues": {":f": {"S": self.name}},
+        }
         while True:
             page = self.dynamodb.query(**arguments)
             items.extend(page["Items"])
@@ -275,8 +300,12 @@ class Probe:
 
     def wait_records(self, count: int, timeout: float = WAIT_SECONDS) -> list[dict[str, Any]]:
         """Wait until the probe has received at least `count` records; returns them all."""
-        return wait_until(lambda: (records := self.records()) and len(records) >= count and records,
-                          f"{count} records delivered to {self.name}", timeout, history=self.history)
+        return wait_until(
+            lambda: (records := self.records()) and len(records) >= count and records,
+            f"{count} records delivered to {self.name}",
+            timeout,
+            history=self.history,
+        )
 
 
 def kinesis_data(record: dict[str, Any]) -> Any:
@@ -287,7 +316,8 @@ def stream_arn(kinesis: Any, name: str) -> str:
     """Create a Kinesis stream, wait until it is ACTIVE, return its ARN."""
     description = wait_until(
         lambda: (d := kinesis.describe_stream(StreamName=name)["StreamDescription"])["StreamStatus"] == "ACTIVE" and d,
-        f"stream {name} ACTIVE")
+        f"stream {name} ACTIVE",
+    )
     return description["StreamARN"]
 
 
@@ -308,8 +338,9 @@ def create_table(dynamodb: Any, *, range_key: bool = False, stream_view: str | N
     extra: dict[str, Any] = {}
     if stream_view:
         extra["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream_view}
-    table = dynamodb.create_table(TableName=name, KeySchema=keys, AttributeDefinitions=attributes,
-                                  BillingMode="PAY_PER_REQUEST", **extra)["TableDescription"]
+    table = dynamodb.create_table(
+        TableName=name, KeySchema=keys, AttributeDefinitions=attributes, BillingMode="PAY_PER_REQUEST", **extra
+    )["TableDescription"]
     return name, table.get("LatestStreamArn")
 
 
@@ -321,5 +352,8 @@ def create_queue(sqs: Any, **attributes: str) -> tuple[str, str]:
 
 
 def wait_mapping_state(lambda_client: Any, uuid_: str, state: str, timeout: float = WAIT_SECONDS) -> dict[str, Any]:
-    return wait_until(lambda: (m := lambda_client.get_event_source_mapping(UUID=uuid_))["State"] == state and m,
-                      f"mapping {uuid_} {state}", timeout)
+    return wait_until(
+        lambda: (m := lambda_client.get_event_source_mapping(UUID=uuid_))["State"] == state and m,
+        f"mapping {uuid_} {state}",
+        timeout,
+    )

@@ -77,7 +77,8 @@ def put_record(moto: MotoBackends, stream_arn: str, partition_key: str, data: An
     raw = data if isinstance(data, bytes) else json.dumps(data).encode()
     with moto.lock():
         sequence_number, _ = moto.kinesis(REGION).put_record(
-            stream_arn, None, partition_key, None, base64.b64encode(raw).decode())
+            stream_arn, None, partition_key, None, base64.b64encode(raw).decode()
+        )
     return str(sequence_number)
 
 
@@ -87,8 +88,7 @@ def kinesis_shards(moto: MotoBackends, stream_arn: str) -> dict[str, Any]:
         return dict(stream.shards)
 
 
-def create_table(moto: MotoBackends, range_key: bool = False,
-                 view: str = "NEW_AND_OLD_IMAGES") -> tuple[str, str]:
+def create_table(moto: MotoBackends, range_key: bool = False, view: str = "NEW_AND_OLD_IMAGES") -> tuple[str, str]:
     """A table with a stream; returns (table name, stream ARN)."""
     from esjoin.emulator.moto_layer.fixes import table_stream_arn
 
@@ -100,9 +100,19 @@ def create_table(moto: MotoBackends, range_key: bool = False,
         attributes.append({"AttributeName": "sk", "AttributeType": "N"})
     with moto.lock():
         table = moto.dynamodb(REGION).create_table(
-            name, schema=schema, throughput=None, attr=attributes, global_indexes=None, indexes=None,
-            streams={"StreamEnabled": True, "StreamViewType": view}, billing_mode="PAY_PER_REQUEST",
-            sse_specification=None, tags=[], deletion_protection_enabled=False, warm_throughput=None)
+            name,
+            schema=schema,
+            throughput=None,
+            attr=attributes,
+            global_indexes=None,
+            indexes=None,
+            streams={"StreamEnabled": True, "StreamViewType": view},
+            billing_mode="PAY_PER_REQUEST",
+            sse_specification=None,
+            tags=[],
+            deletion_protection_enabled=False,
+            warm_throughput=None,
+        )
         stream_arn = table_stream_arn(table)
     _created.append(("table", name))
     return name, stream_arn
@@ -148,8 +158,9 @@ def mapping(source_arn: str, **params: Any) -> EventSourceMapping:
     """An EventSourceMapping as CreateEventSourceMapping would make it (AWS's defaults, validated)."""
     if ":sqs:" not in source_arn:
         params.setdefault("StartingPosition", "TRIM_HORIZON")
-    return EventSourceMapping.create({"EventSourceArn": source_arn, "FunctionName": "esm-test", **params},
-                                     FUNCTION_ARN, REGION, ACCOUNT)
+    return EventSourceMapping.create(
+        {"EventSourceArn": source_arn, "FunctionName": "esm-test", **params}, FUNCTION_ARN, REGION, ACCOUNT
+    )
 
 
 def updated(original: EventSourceMapping, **changes: Any) -> EventSourceMapping:
@@ -166,8 +177,9 @@ def ok(payload: Any = None) -> InvocationResult:
 
 def fail(message: str = "boom") -> InvocationResult:
     document = {"errorMessage": message, "errorType": "Exception", "stackTrace": []}
-    return InvocationResult(request_id=str(uuid.uuid4()), payload=json.dumps(document).encode(),
-                            function_error=UNHANDLED)
+    return InvocationResult(
+        request_id=str(uuid.uuid4()), payload=json.dumps(document).encode(), function_error=UNHANDLED
+    )
 
 
 def item_failures(identifiers: Iterable[Any]) -> InvocationResult:
@@ -217,8 +229,7 @@ class Call:
         return [record_data(record) for record in self.records]
 
     def __repr__(self) -> str:
-        return (f"Call#{self.index}(attempt={self.origin.attempt}, duplicate={self.origin.duplicate}, "
-                f"data={self.data})")
+        return f"Call#{self.index}(attempt={self.origin.attempt}, duplicate={self.origin.duplicate}, data={self.data})"
 
 
 class ScriptedFunction:
@@ -245,16 +256,14 @@ class ScriptedFunction:
                 self.in_flight -= 1
                 self._condition.notify_all()
 
-    def wait_for(self, predicate: Callable[[list[Call]], bool], what: str,
-                 timeout: float = WAIT_SECONDS) -> None:
+    def wait_for(self, predicate: Callable[[list[Call]], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
         deadline = time.monotonic() + timeout
         with self._condition:
             while not predicate(self.calls):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     history = "\n  ".join(repr(call) for call in self.calls) or "(none)"
-                    raise AssertionError(f"timed out after {timeout} s waiting for {what}; "
-                                         f"calls:\n  {history}")
+                    raise AssertionError(f"timed out after {timeout} s waiting for {what}; calls:\n  {history}")
                 self._condition.wait(remaining)
 
     def wait_for_calls(self, count: int, timeout: float = WAIT_SECONDS) -> list[Call]:
@@ -285,15 +294,17 @@ class Gate:
         self._event.set()
 
 
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS,
-               history: Callable[[], Any] | None = None) -> None:
+def wait_until(
+    predicate: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS, history: Callable[[], Any] | None = None
+) -> None:
     """Poll `predicate` (a cheap question to the engine or moto) until it holds or the deadline passes."""
     deadline = time.monotonic() + timeout
     pause = threading.Event()
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}"
-                                 + (f"; history: {history()}" if history else ""))
+            raise AssertionError(
+                f"timed out after {timeout} s waiting for {what}" + (f"; history: {history()}" if history else "")
+            )
         pause.wait(0.005)
 
 
@@ -326,8 +337,11 @@ class EngineHarness:
             return [changes[key] for u, changes in self.changes if u == uuid_ and key in changes]
 
     def wait_reported(self, uuid_: str, key: str, value: Any) -> None:
-        wait_until(lambda: value in self.reported(uuid_, key), f"{key} = {value!r} for {uuid_}",
-                   history=lambda: self.reported(uuid_, key))
+        wait_until(
+            lambda: value in self.reported(uuid_, key),
+            f"{key} = {value!r} for {uuid_}",
+            history=lambda: self.reported(uuid_, key),
+        )
 
     def start(self, source_arn: str, **params: Any) -> EventSourceMapping:
         created = mapping(source_arn, **params)
@@ -335,8 +349,12 @@ class EngineHarness:
         return created
 
     def wait_idle(self, uuid_: str | None = None, timeout: float = WAIT_SECONDS) -> None:
-        wait_until(lambda: self.engine.is_idle(uuid_), f"mapping {uuid_ or '(all)'} idle", timeout,
-                   history=lambda: (self.function.calls, uuid_ and self.engine.status(uuid_)))
+        wait_until(
+            lambda: self.engine.is_idle(uuid_),
+            f"mapping {uuid_ or '(all)'} idle",
+            timeout,
+            history=lambda: (self.function.calls, uuid_ and self.engine.status(uuid_)),
+        )
 
     def close(self) -> None:
         for engine in self.engines:

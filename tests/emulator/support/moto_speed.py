@@ -36,14 +36,33 @@ KINESIS = "Kinesis_20131202"
 SQS = "AmazonSQS"
 # Values that differ between two runs of the same requests: random ids, clocks, moto's global
 # Kinesis sequence counter, stream labels (a timestamp), shard iterators (which carry those).
-VOLATILE_KEYS = frozenset({
-    "CreationDateTime", "StreamCreationTimestamp", "ApproximateArrivalTimestamp", "ApproximateCreationDateTime",
-    "SequenceNumber", "StartingSequenceNumber", "EndingSequenceNumber", "ShardIterator", "NextShardIterator",
-    "MessageId", "ReceiptHandle", "eventID", "LatestStreamLabel", "StreamLabel", "LatestStreamArn", "StreamArn",
-    "eventSourceARN", "CreatedTimestamp", "LastModifiedTimestamp", "SentTimestamp",
-    "ApproximateFirstReceiveTimestamp", "CreationRequestDateTime",
-    "SizeBytes",  # of a stream record: moto measures it with the record's creation time in it
-})
+VOLATILE_KEYS = frozenset(
+    {
+        "CreationDateTime",
+        "StreamCreationTimestamp",
+        "ApproximateArrivalTimestamp",
+        "ApproximateCreationDateTime",
+        "SequenceNumber",
+        "StartingSequenceNumber",
+        "EndingSequenceNumber",
+        "ShardIterator",
+        "NextShardIterator",
+        "MessageId",
+        "ReceiptHandle",
+        "eventID",
+        "LatestStreamLabel",
+        "StreamLabel",
+        "LatestStreamArn",
+        "StreamArn",
+        "eventSourceARN",
+        "CreatedTimestamp",
+        "LastModifiedTimestamp",
+        "SentTimestamp",
+        "ApproximateFirstReceiveTimestamp",
+        "CreationRequestDateTime",
+        "SizeBytes",  # of a stream record: moto measures it with the record's creation time in it
+    }
+)
 DYNAMODB_STREAM_SHARD = re.compile(r"shardId-[0-9]{20}-[0-9a-f]{8}")  # a creation time and a random suffix
 
 
@@ -99,10 +118,18 @@ def call(wsgi: Callable[..., Any], region: str, target: str, body: Any) -> Answe
     service = {DYNAMODB: "dynamodb", STREAMS: "dynamodb", KINESIS: "kinesis", SQS: "sqs"}[target.partition(".")[0]]
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     content_type = "application/x-amz-json-1.1" if service == "kinesis" else "application/x-amz-json-1.0"
-    environ = EnvironBuilder(method="POST", path="/", data=data, headers={
-        "Host": HOST, "Content-Type": content_type, "X-Amz-Target": target,
-        "Authorization": f"AWS4-HMAC-SHA256 Credential=test/20250101/{region}/{service}/aws4_request, "
-                         "SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=0"}).get_environ()
+    environ = EnvironBuilder(
+        method="POST",
+        path="/",
+        data=data,
+        headers={
+            "Host": HOST,
+            "Content-Type": content_type,
+            "X-Amz-Target": target,
+            "Authorization": f"AWS4-HMAC-SHA256 Credential=test/20250101/{region}/{service}/aws4_request, "
+            "SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=0",
+        },
+    ).get_environ()
     started: dict[str, Any] = {}
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
@@ -161,13 +188,22 @@ def unique(prefix: str) -> str:
 
 def create_table(wsgi: Any, region: str, name: str, stream: bool = False) -> str:
     body: dict[str, Any] = {
-        "TableName": name, "BillingMode": "PAY_PER_REQUEST",
+        "TableName": name,
+        "BillingMode": "PAY_PER_REQUEST",
         "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"},
-                                 {"AttributeName": "sk", "AttributeType": "N"},
-                                 {"AttributeName": "g", "AttributeType": "S"}],
-        "GlobalSecondaryIndexes": [{"IndexName": "by-g", "Projection": {"ProjectionType": "ALL"},
-                                    "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}]}]}
+        "AttributeDefinitions": [
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "N"},
+            {"AttributeName": "g", "AttributeType": "S"},
+        ],
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": "by-g",
+                "Projection": {"ProjectionType": "ALL"},
+                "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}],
+            }
+        ],
+    }
     if stream:
         body["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
     answer = call(wsgi, region, f"{DYNAMODB}.CreateTable", body)

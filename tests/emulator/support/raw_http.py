@@ -41,8 +41,9 @@ class RawResponse:
         return f"{self.status} {self.headers.get('content-type')} {self.body[:300]!r}"
 
 
-def send(endpoint: Endpoint, method: str, path: str, body: bytes = b"",
-         headers: dict[str, str] | None = None) -> RawResponse:
+def send(
+    endpoint: Endpoint, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> RawResponse:
     address = urlparse(endpoint.url)
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=HANG_GUARD_SECONDS)
     try:
@@ -54,10 +55,14 @@ def send(endpoint: Endpoint, method: str, path: str, body: bytes = b"",
 
 
 def signed(service: str, target: str | None = None, content_type: str = JSON_10) -> dict[str, str]:
-    headers = {"Content-Type": content_type, "Authorization": (
-        f"AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/{service}/aws4_request, "
-        "SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=0000"),
-        "X-Amz-Date": "20240101T000000Z"}
+    headers = {
+        "Content-Type": content_type,
+        "Authorization": (
+            f"AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/{service}/aws4_request, "
+            "SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=0000"
+        ),
+        "X-Amz-Date": "20240101T000000Z",
+    }
     if target:
         headers["X-Amz-Target"] = target
     return headers

@@ -23,15 +23,26 @@ from esjoin.testing.waits import eventually
 # -- waits ------------------------------------------------------------------------------------------
 
 
-def wait_until(pipeline: Pipeline, check: Callable[[], Any], expected: str, users: Iterable[str] = (),
-               observe: Callable[[], Any] | None = None) -> Any:
+def wait_until(
+    pipeline: Pipeline,
+    check: Callable[[], Any],
+    expected: str,
+    users: Iterable[str] = (),
+    observe: Callable[[], Any] | None = None,
+) -> Any:
     """`check()`'s first truthy result, within the backend's deadline; on timeout the report shows
     what was sent for `users`, the failure queue and the recent invocations."""
     timing = pipeline.backend.timing
     users = list(users)
-    return eventually(check, expected=expected, deadline=timing.deadline, interval=timing.interval,
-                      max_interval=timing.max_interval, observe=observe,
-                      context=lambda: failure_report(pipeline, users))
+    return eventually(
+        check,
+        expected=expected,
+        deadline=timing.deadline,
+        interval=timing.interval,
+        max_interval=timing.max_interval,
+        observe=observe,
+        context=lambda: failure_report(pipeline, users),
+    )
 
 
 def view_of(pipeline: Pipeline, user: str) -> dict[str, Any] | None:
@@ -44,14 +55,24 @@ def snapshot_of(pipeline: Pipeline, user: str) -> dict[str, Any]:
 
 def wait_for_view_count(pipeline: Pipeline, user: str, count: int) -> dict[str, Any]:
     """The user's view row once it folds exactly `count` events."""
-    return wait_until(pipeline, lambda: (row := view_of(pipeline, user)) and row.get("eventCount") == count and row,
-                      f"{user}'s view row to count {count} events", [user], lambda: view_of(pipeline, user))
+    return wait_until(
+        pipeline,
+        lambda: (row := view_of(pipeline, user)) and row.get("eventCount") == count and row,
+        f"{user}'s view row to count {count} events",
+        [user],
+        lambda: view_of(pipeline, user),
+    )
 
 
 def wait_for_snapshot_count(pipeline: Pipeline, user: str, count: int) -> dict[str, Any]:
     """The user's snapshot once it holds exactly `count` events."""
-    return wait_until(pipeline, lambda: (s := snapshot_of(pipeline, user)).get("eventCount") == count and s,
-                      f"{user}'s snapshot to hold {count} events", [user], lambda: snapshot_of(pipeline, user))
+    return wait_until(
+        pipeline,
+        lambda: (s := snapshot_of(pipeline, user)).get("eventCount") == count and s,
+        f"{user}'s snapshot to hold {count} events",
+        [user],
+        lambda: snapshot_of(pipeline, user),
+    )
 
 
 def wait_for_stored_count(pipeline: Pipeline, user: str, count: int) -> list[dict[str, Any]]:
@@ -62,20 +83,31 @@ def wait_for_stored_count(pipeline: Pipeline, user: str, count: int) -> list[dic
         rows[0] = pipeline.stored_events(user)
         return len(rows[0]) == count
 
-    wait_until(pipeline, check, f"{count} of {user}'s events in the events table", [user],
-               lambda: [(r["seq"], r["type"]) for r in rows[0]])
+    wait_until(
+        pipeline,
+        check,
+        f"{count} of {user}'s events in the events table",
+        [user],
+        lambda: [(r["seq"], r["type"]) for r in rows[0]],
+    )
     return rows[0]
 
 
 def wait_for_queue_drained(pipeline: Pipeline, key: str) -> None:
     """The queue holds nothing (visible, in flight or delayed): what was sent has been processed."""
-    wait_until(pipeline, lambda: pipeline.queue_depth(key) == 0, f"the {key} queue to be empty",
-               observe=lambda: pipeline.queue_depth(key))
+    wait_until(
+        pipeline,
+        lambda: pipeline.queue_depth(key) == 0,
+        f"the {key} queue to be empty",
+        observe=lambda: pipeline.queue_depth(key),
+    )
 
 
-def wait_for_failure_message(pipeline: Pipeline, matches: Callable[[dict[str, Any]], bool], what: str
-                             ) -> dict[str, Any]:
+def wait_for_failure_message(
+    pipeline: Pipeline, matches: Callable[[dict[str, Any]], bool], what: str
+) -> dict[str, Any]:
     """The first failure-queue message for which `matches(message)` holds."""
+
     def find() -> dict[str, Any] | None:
         return next((m for m in pipeline.failure_messages() if matches(m)), None)
 
@@ -90,8 +122,10 @@ def put_mixed(pipeline: Pipeline, items: list[dict[str, Any] | bytes], partition
     log) and raw bytes (poison: part of no expected view), in this order, all on one partition key.
     Returns each record's {"shardId", "sequenceNumber"}, in order."""
     events = [item for item in items if isinstance(item, dict)]
-    records = [{"Data": item if isinstance(item, bytes) else json.dumps(item).encode(), "PartitionKey": partition_key}
-               for item in items]
+    records = [
+        {"Data": item if isinstance(item, bytes) else json.dumps(item).encode(), "PartitionKey": partition_key}
+        for item in items
+    ]
     pipeline.log.record(events, "kinesis")
     response = pipeline.kinesis.put_records(StreamName=pipeline.outputs.stream["name"], Records=records)
     assert response["FailedRecordCount"] == 0, response
@@ -108,8 +142,9 @@ def shard_of(pipeline: Pipeline, partition_key: str) -> str:
     shards = pipeline.kinesis.list_shards(StreamName=pipeline.outputs.stream["name"])["Shards"]
     for shard in shards:
         hash_range = shard["HashKeyRange"]
-        if "EndingSequenceNumber" not in shard.get("SequenceNumberRange", {}) and \
-                int(hash_range["StartingHashKey"]) <= hashed <= int(hash_range["EndingHashKey"]):
+        if "EndingSequenceNumber" not in shard.get("SequenceNumberRange", {}) and int(
+            hash_range["StartingHashKey"]
+        ) <= hashed <= int(hash_range["EndingHashKey"]):
             return shard["ShardId"]
     raise AssertionError(f"no open shard of {pipeline.outputs.stream['name']} covers {partition_key!r}")
 
@@ -153,8 +188,12 @@ class Faults:
 
 def wait_for_rule_used(pipeline: Pipeline, faults: Faults, rule: dict[str, Any]) -> None:
     """A rule with a count has been taken that often (the endpoint drops it then)."""
-    wait_until(pipeline, lambda: faults.active(rule) is None, f"fault rule {rule['id']} to be used up",
-               observe=lambda: faults.active(rule))
+    wait_until(
+        pipeline,
+        lambda: faults.active(rule) is None,
+        f"fault rule {rule['id']} to be used up",
+        observe=lambda: faults.active(rule),
+    )
 
 
 def snapshot_write_marker(user: str) -> str:
@@ -202,8 +241,11 @@ class StateSampler:
 
     def sample(self) -> None:
         for user, s in self.pipeline.snapshots(self.users).items():
-            self._append(self.snapshots, user, (int(s.get("version", 0)), str(s.get("watermark", "")),
-                                                int(s.get("eventCount", 0))))
+            self._append(
+                self.snapshots,
+                user,
+                (int(s.get("version", 0)), str(s.get("watermark", "")), int(s.get("eventCount", 0))),
+            )
         for user, v in self.pipeline.views(self.users).items():
             self._append(self.views, user, (int(v.get("eventCount", 0)), int(v.get("snapshotVersion", 0))))
 
@@ -249,5 +291,8 @@ def kinesis_event_id(put_result: dict[str, str]) -> str:
 
 
 def describe_invocations(records: Iterable[dict[str, Any]]) -> str:
-    return "\n".join(f"  #{r['id']} attempt={r['attempt']} {r['outcome']} dup={r['duplicate']} "
-                     f"fault={r['injectedFault']} batch={r['batchIds']}" for r in records)
+    return "\n".join(
+        f"  #{r['id']} attempt={r['attempt']} {r['outcome']} dup={r['duplicate']} "
+        f"fault={r['injectedFault']} batch={r['batchIds']}"
+        for r in records
+    )

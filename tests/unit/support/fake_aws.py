@@ -54,9 +54,17 @@ class FakeDynamoDB:
         return tuple(item[k]["S"] for k in self.KEYS[table])
 
     def _stream_record(self, name: str, item: dict) -> None:
-        self.stream.append({"eventName": name, "eventSource": "aws:dynamodb", "dynamodb": {
-            "Keys": {"userId": item["userId"], "seq": item["seq"]},
-            "SequenceNumber": str(next(self._stream_seq)), "StreamViewType": "NEW_AND_OLD_IMAGES"}})
+        self.stream.append(
+            {
+                "eventName": name,
+                "eventSource": "aws:dynamodb",
+                "dynamodb": {
+                    "Keys": {"userId": item["userId"], "seq": item["seq"]},
+                    "SequenceNumber": str(next(self._stream_seq)),
+                    "StreamViewType": "NEW_AND_OLD_IMAGES",
+                },
+            }
+        )
 
     def _put(self, table: str, item: dict) -> None:
         key = self._key(table, item)
@@ -84,11 +92,15 @@ class FakeDynamoDB:
             if self.unprocessed_gets and len(keys) > 1:
                 served, left = keys[1:], keys[:1]
                 self.unprocessed_gets -= 1
-            found = [copy.deepcopy(self.tables[table][self._key(table, k)]) for k in served
-                     if self._key(table, k) in self.tables[table]]
+            found = [
+                copy.deepcopy(self.tables[table][self._key(table, k)])
+                for k in served
+                if self._key(table, k) in self.tables[table]
+            ]
             if "ProjectionExpression" in request:
-                names = [request["ExpressionAttributeNames"][n.strip()]
-                         for n in request["ProjectionExpression"].split(",")]
+                names = [
+                    request["ExpressionAttributeNames"][n.strip()] for n in request["ProjectionExpression"].split(",")
+                ]
                 found = [{n: i[n] for n in names if n in i} for i in found]
             responses[table] = found
             if left:
@@ -99,8 +111,10 @@ class FakeDynamoDB:
         self.calls["BatchWriteItem"] += 1
         flat = [(table, r) for table, requests in RequestItems.items() for r in requests]
         assert 0 < len(flat) <= 25, "BatchWriteItem takes 1 to 25 requests"
-        keys = [(t, self._key(t, r["PutRequest"]["Item"] if "PutRequest" in r else r["DeleteRequest"]["Key"]))
-                for t, r in flat]
+        keys = [
+            (t, self._key(t, r["PutRequest"]["Item"] if "PutRequest" in r else r["DeleteRequest"]["Key"]))
+            for t, r in flat
+        ]
         assert len(set(keys)) == len(keys), "BatchWriteItem rejects two requests for one item"
         unprocessed: dict[str, list] = {}
         for index, (table, request) in enumerate(flat):
@@ -115,9 +129,17 @@ class FakeDynamoDB:
         self._after("BatchWriteItem", RequestItems)
         return {"UnprocessedItems": unprocessed}
 
-    def query(self, TableName: str, KeyConditionExpression: str, ExpressionAttributeNames: dict,
-              ExpressionAttributeValues: dict, ConsistentRead: bool = False, Limit: int | None = None,
-              ExclusiveStartKey: dict | None = None, ProjectionExpression: str | None = None) -> dict:
+    def query(
+        self,
+        TableName: str,
+        KeyConditionExpression: str,
+        ExpressionAttributeNames: dict,
+        ExpressionAttributeValues: dict,
+        ConsistentRead: bool = False,
+        Limit: int | None = None,
+        ExclusiveStartKey: dict | None = None,
+        ProjectionExpression: str | None = None,
+    ) -> dict:
         self.calls["Query"] += 1
         assert TableName == EVENTS and ConsistentRead
         names, values = ExpressionAttributeNames, ExpressionAttributeValues
@@ -152,8 +174,14 @@ class FakeDynamoDB:
         item = self.tables[TableName].get(self._key(TableName, Key))
         return {"Item": copy.deepcopy(item)} if item else {}
 
-    def put_item(self, TableName: str, Item: dict, ConditionExpression: str | None = None,
-                 ExpressionAttributeNames: dict | None = None, ExpressionAttributeValues: dict | None = None) -> dict:
+    def put_item(
+        self,
+        TableName: str,
+        Item: dict,
+        ConditionExpression: str | None = None,
+        ExpressionAttributeNames: dict | None = None,
+        ExpressionAttributeValues: dict | None = None,
+    ) -> dict:
         self.calls["PutItem"] += 1
         hook = self.hooks.pop("PutItem:" + TableName, None)
         if hook:  # a concurrent writer gets in between this writer's read and its write
@@ -210,8 +238,9 @@ class FakeSQS:
                 continue
             delay = entry.get("DelaySeconds", 0)
             assert 0 <= delay <= 900
-            self.queues[QueueUrl].append(FakeMessage(f"m{next(self.ids)}", entry["MessageBody"],
-                                                     self.clock() + delay * 1000))
+            self.queues[QueueUrl].append(
+                FakeMessage(f"m{next(self.ids)}", entry["MessageBody"], self.clock() + delay * 1000)
+            )
             successful.append({"Id": entry["Id"], "MessageId": "x"})
         return {"Successful": successful, "Failed": failed}
 
@@ -231,11 +260,22 @@ class FakeKinesis:
 
     def append(self, data: bytes, partition_key: str) -> str:
         seq = str(next(self.seq))
-        self.records.append({
-            "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": partition_key, "sequenceNumber": seq,
-                        "data": base64.b64encode(data).decode(), "approximateArrivalTimestamp": self.clock() / 1000},
-            "eventSource": "aws:kinesis", "eventID": f"shardId-000000000000:{seq}", "eventVersion": "1.0",
-            "eventName": "aws:kinesis:record", "eventSourceARN": "arn:aws:kinesis:us-east-1:000000000000:stream/s"})
+        self.records.append(
+            {
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": partition_key,
+                    "sequenceNumber": seq,
+                    "data": base64.b64encode(data).decode(),
+                    "approximateArrivalTimestamp": self.clock() / 1000,
+                },
+                "eventSource": "aws:kinesis",
+                "eventID": f"shardId-000000000000:{seq}",
+                "eventVersion": "1.0",
+                "eventName": "aws:kinesis:record",
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:000000000000:stream/s",
+            }
+        )
         return seq
 
     def put_records(self, StreamName: str, Records: list[dict]) -> dict:
@@ -247,6 +287,10 @@ class FakeKinesis:
                 failed += 1
                 results.append({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "slow down"})
             else:
-                results.append({"SequenceNumber": self.append(record["Data"], record["PartitionKey"]),
-                                "ShardId": "shardId-000000000000"})
+                results.append(
+                    {
+                        "SequenceNumber": self.append(record["Data"], record["PartitionKey"]),
+                        "ShardId": "shardId-000000000000",
+                    }
+                )
         return {"FailedRecordCount": failed, "Records": results}

@@ -45,21 +45,41 @@ class Context:
 
 
 class Pipeline:
-    def __init__(self, mode: str = "safe", horizon_seconds: float = 1.0, threshold: int = 3,
-                 max_events: int = 1000, page_size: int = 3) -> None:
+    def __init__(
+        self,
+        mode: str = "safe",
+        horizon_seconds: float = 1.0,
+        threshold: int = 3,
+        max_events: int = 1000,
+        page_size: int = 3,
+    ) -> None:
         self.now = START
-        self.settings = Settings(events_table=EVENTS, views_table=VIEWS, snapshots_table=SNAPS, event_ids_table=IDS,
-                                 stream_name="s", snapshot_queue_url=SNAPQ, trim_queue_url=TRIMQ,
-                                 failure_queue_url=FAILQ, snapshot_horizon_seconds=horizon_seconds,
-                                 snapshot_threshold=threshold, snapshot_max_events=max_events, snapshot_mode=mode)
+        self.settings = Settings(
+            events_table=EVENTS,
+            views_table=VIEWS,
+            snapshots_table=SNAPS,
+            event_ids_table=IDS,
+            stream_name="s",
+            snapshot_queue_url=SNAPQ,
+            trim_queue_url=TRIMQ,
+            failure_queue_url=FAILQ,
+            snapshot_horizon_seconds=horizon_seconds,
+            snapshot_threshold=threshold,
+            snapshot_max_events=max_events,
+            snapshot_mode=mode,
+        )
         self.ddb = FakeDynamoDB(page_size=page_size)
         self.sqs = FakeSQS(self.clock)
         self.kinesis = FakeKinesis(self.clock)
         logger = logging.getLogger("esjoin.tests")
         logger.setLevel(logging.CRITICAL)
-        self.rt = Runtime(settings=self.settings, store=Store(self.settings, self.ddb, Backoff(sleep=no_sleep)),
-                          queues=Queues(self.sqs, Backoff(attempts=3, sleep=no_sleep)), logger=logger,
-                          clock=self.clock)
+        self.rt = Runtime(
+            settings=self.settings,
+            store=Store(self.settings, self.ddb, Backoff(sleep=no_sleep)),
+            queues=Queues(self.sqs, Backoff(attempts=3, sleep=no_sleep)),
+            logger=logger,
+            clock=self.clock,
+        )
         self.kinesis_checkpoint = 0
         self.consuming = False
         self.stream_checkpoint = 0
@@ -87,7 +107,7 @@ class Pipeline:
         if self.consuming:
             return  # Lambda never runs two batches of one shard at once
         start = self.kinesis_checkpoint
-        batch = self.kinesis.records[start:start + size]
+        batch = self.kinesis.records[start : start + size]
         if not batch:
             return
         self.consuming = True
@@ -109,7 +129,7 @@ class Pipeline:
     # another stream shard; the checkpoint moves to the furthest record processed.
     def trigger(self, size: int, redeliver: bool = False) -> None:
         start = self.stream_checkpoint
-        batch = self.ddb.stream[start:start + size]
+        batch = self.ddb.stream[start : start + size]
         if not batch:
             return
         for _ in range(2 if redeliver else 1):
@@ -122,9 +142,18 @@ class Pipeline:
         messages = self.sqs.receive(url)
         if not messages:
             return
-        event = {"Records": [{"messageId": m.message_id, "receiptHandle": "r", "body": m.body,
-                              "attributes": {"ApproximateReceiveCount": "1"}, "eventSource": "aws:sqs"}
-                             for m in messages]}
+        event = {
+            "Records": [
+                {
+                    "messageId": m.message_id,
+                    "receiptHandle": "r",
+                    "body": m.body,
+                    "attributes": {"ApproximateReceiveCount": "1"},
+                    "eventSource": "aws:sqs",
+                }
+                for m in messages
+            ]
+        }
         handler = snapshot.process if url == SNAPQ else trim.process
         for _ in range(2 if redeliver else 1):
             result = handler(copy.deepcopy(event), Context(), self.rt)
@@ -140,16 +169,24 @@ class Pipeline:
     def drain(self) -> None:
         """Run every mapping until nothing is left (quiescence)."""
         for _ in range(1000):
-            before = (self.kinesis_checkpoint, self.stream_checkpoint, len(self.ddb.stream),
-                      sum(len(q) for q in self.sqs.queues.values()))
+            before = (
+                self.kinesis_checkpoint,
+                self.stream_checkpoint,
+                len(self.ddb.stream),
+                sum(len(q) for q in self.sqs.queues.values()),
+            )
             self.consume(100)
             self.trigger(100)
             self.tick(901_000)  # past any SQS delay
             self.run_queue(SNAPQ)
             self.run_queue(TRIMQ)
             self.trigger(100)
-            after = (self.kinesis_checkpoint, self.stream_checkpoint, len(self.ddb.stream),
-                     sum(len(q) for q in self.sqs.queues.values()) - len(self.sqs.queues[FAILQ]))
+            after = (
+                self.kinesis_checkpoint,
+                self.stream_checkpoint,
+                len(self.ddb.stream),
+                sum(len(q) for q in self.sqs.queues.values()) - len(self.sqs.queues[FAILQ]),
+            )
             if after[:3] == before[:3] and not self.sqs.queues[SNAPQ] and not self.sqs.queues[TRIMQ]:
                 return
         raise AssertionError("the pipeline did not reach quiescence")
@@ -160,8 +197,13 @@ class Pipeline:
 
     def expected(self, user_id: str) -> dict:
         state = fold(parse_event(e) for e in self.produced if parse_event(e).user_id == user_id)
-        return {"id": user_id, "name": state.name, "lastLogin": state.last_login,
-                "recentOrderCount": state.order_count, "eventCount": state.event_count}
+        return {
+            "id": user_id,
+            "name": state.name,
+            "lastLogin": state.last_login,
+            "recentOrderCount": state.order_count,
+            "eventCount": state.event_count,
+        }
 
     def view(self, user_id: str) -> dict | None:
         item = self.ddb.tables[VIEWS].get((user_id,))
@@ -173,10 +215,14 @@ class Pipeline:
     def stored_state(self, user_id: str) -> dict:
         """What storage alone can rebuild: the snapshot plus the events above its watermark (I2)."""
         snap = self.rt.store.get_snapshot(user_id)
-        state = fold((e.event for e in self.rt.store.query_events(user_id, after=snap.watermark)),
-                     start=snap.state)
-        return {"id": user_id, "name": state.name, "lastLogin": state.last_login,
-                "recentOrderCount": state.order_count, "eventCount": state.event_count}
+        state = fold((e.event for e in self.rt.store.query_events(user_id, after=snap.watermark)), start=snap.state)
+        return {
+            "id": user_id,
+            "name": state.name,
+            "lastLogin": state.last_login,
+            "recentOrderCount": state.order_count,
+            "eventCount": state.event_count,
+        }
 
     def failure_messages(self) -> list[dict]:
         return [json.loads(m.body) for m in self.sqs.queues[FAILQ]]

@@ -45,8 +45,11 @@ class DynamoDBStreamSource(StreamSource):
             return None
         shard = table.stream_shard
         enabled = bool((table.stream_specification or {}).get("StreamEnabled"))
-        return [ShardInfo(shard_id=shard.id, parent_ids=(), closed=not enabled,
-                          last_sequence_number=_last_sequence_number(shard))]
+        return [
+            ShardInfo(
+                shard_id=shard.id, parent_ids=(), closed=not enabled, last_sequence_number=_last_sequence_number(shard)
+            )
+        ]
 
     def retention_seconds(self) -> float | None:
         return RETENTION_SECONDS
@@ -61,16 +64,20 @@ class DynamoDBStreamSource(StreamSource):
         shard = table.stream_shard
         start = _index_after(shard, after)
         hash_key = table.hash_key_attr
-        return [(item.record, hash_key) for item in shard.items[start:start + limit]]
+        return [(item.record, hash_key) for item in shard.items[start : start + limit]]
 
     def to_record(self, shard_id: str, raw: Any, function_arn: str) -> StreamRecord:
         record, hash_key = raw
         event = payloads.dynamodb_record(record, stream_arn=self.stream_arn, region=self.region)
         change = event["dynamodb"]
         lane_key = json.dumps(change["Keys"].get(hash_key, change["Keys"]), sort_keys=True)
-        return StreamRecord(sequence_number=int(change["SequenceNumber"]),
-                            arrival=payloads.epoch_seconds(record["dynamodb"]["ApproximateCreationDateTime"]),
-                            lane_key=lane_key, event_id=event["eventID"], encoded=payloads.encode(event))
+        return StreamRecord(
+            sequence_number=int(change["SequenceNumber"]),
+            arrival=payloads.epoch_seconds(record["dynamodb"]["ApproximateCreationDateTime"]),
+            lane_key=lane_key,
+            event_id=event["eventID"],
+            encoded=payloads.encode(event),
+        )
 
     def count_after(self, shard_id: str, after: int | None) -> int:
         table = self._table()

@@ -25,8 +25,7 @@ class KinesisStreamSource(StreamSource):
     kind = "kinesis"
     batch_info_field = "KinesisBatchInfo"
 
-    def __init__(self, moto: MotoBackends, stream_arn: str,
-                 invoke_identity_arn: Callable[[str], str]) -> None:
+    def __init__(self, moto: MotoBackends, stream_arn: str, invoke_identity_arn: Callable[[str], str]) -> None:
         self.moto = moto
         self.stream_arn = stream_arn
         self.region = stream_arn.split(":")[3]
@@ -45,11 +44,15 @@ class KinesisStreamSource(StreamSource):
         stream = self._stream()
         if stream is None:
             return None
-        return [ShardInfo(shard_id=shard.shard_id,
-                          parent_ids=tuple(p for p in (shard.parent, shard.adjacent_parent) if p),
-                          closed=not shard.is_open,
-                          last_sequence_number=shard.get_max_sequence_number() or None)
-                for shard in stream.shards.values()]
+        return [
+            ShardInfo(
+                shard_id=shard.shard_id,
+                parent_ids=tuple(p for p in (shard.parent, shard.adjacent_parent) if p),
+                closed=not shard.is_open,
+                last_sequence_number=shard.get_max_sequence_number() or None,
+            )
+            for shard in stream.shards.values()
+        ]
 
     def retention_seconds(self) -> float | None:
         stream = self._stream()
@@ -68,17 +71,27 @@ class KinesisStreamSource(StreamSource):
         if shard is None:
             return []
         records, _, _ = shard.get_records(str(after or 0), limit)
-        return [(record.sequence_number, record.partition_key, record.data, record.created_at)
-                for record in records]
+        return [(record.sequence_number, record.partition_key, record.data, record.created_at) for record in records]
 
     def to_record(self, shard_id: str, raw: Any, function_arn: str) -> StreamRecord:
         sequence_number, partition_key, data, arrival = raw
         event = payloads.kinesis_record(
-            shard_id=shard_id, sequence_number=sequence_number, partition_key=partition_key, data=data,
-            arrival=arrival, stream_arn=self.stream_arn, region=self.region,
-            invoke_identity_arn=self._role(function_arn))
-        return StreamRecord(sequence_number=sequence_number, arrival=arrival, lane_key=partition_key,
-                            event_id=event["eventID"], encoded=payloads.encode(event))
+            shard_id=shard_id,
+            sequence_number=sequence_number,
+            partition_key=partition_key,
+            data=data,
+            arrival=arrival,
+            stream_arn=self.stream_arn,
+            region=self.region,
+            invoke_identity_arn=self._role(function_arn),
+        )
+        return StreamRecord(
+            sequence_number=sequence_number,
+            arrival=arrival,
+            lane_key=partition_key,
+            event_id=event["eventID"],
+            encoded=payloads.encode(event),
+        )
 
     def _role(self, function_arn: str) -> str:
         try:

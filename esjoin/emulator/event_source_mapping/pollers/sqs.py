@@ -108,8 +108,9 @@ class SqsPoller(Poller):
             if not self._gathering:
                 return
             window = self.mapping.maximum_batching_window_seconds
-            full = (len(self._gathering) >= self.mapping.batch_size
-                    or not payloads.fits(self._gathering_bytes, len(self._gathering), 0))
+            full = len(self._gathering) >= self.mapping.batch_size or not payloads.fits(
+                self._gathering_bytes, len(self._gathering), 0
+            )
             if not (full or window <= 0 or now >= self._gather_started + window):
                 return
             self._send(self._take_batch())
@@ -127,8 +128,12 @@ class SqsPoller(Poller):
                 self._next_due = _next_due(queue, time.time())
         if queue is None:
             if not self._source_missing:
-                log.warning("mapping %s: queue %s does not exist (deleted?); looking again every %.1f s",
-                            self.mapping.uuid, self.queue_arn, self.context.timing.source_recheck_seconds)
+                log.warning(
+                    "mapping %s: queue %s does not exist (deleted?); looking again every %.1f s",
+                    self.mapping.uuid,
+                    self.queue_arn,
+                    self.context.timing.source_recheck_seconds,
+                )
                 self.context.report(last_processing_result="PROBLEM: Event source not found")
             self._source_missing = True
             self._next_look = now + self.context.timing.source_recheck_seconds
@@ -138,11 +143,17 @@ class SqsPoller(Poller):
             self._source_missing = False
         if received and not self._gathering:
             self._gathering_invisible_until = now + visibility
-        return [SqsMessage(message_id=message.id, receipt_handle=message.receipt_handle,
-                           receive_count=int(message.approximate_receive_count),
-                           encoded=payloads.encode(payloads.sqs_record(
-                               message, queue_arn=self.queue_arn, region=self.region, fifo=fifo)))
-                for message in received]
+        return [
+            SqsMessage(
+                message_id=message.id,
+                receipt_handle=message.receipt_handle,
+                receive_count=int(message.approximate_receive_count),
+                encoded=payloads.encode(
+                    payloads.sqs_record(message, queue_arn=self.queue_arn, region=self.region, fifo=fifo)
+                ),
+            )
+            for message in received
+        ]
 
     def _discard_filtered_out(self, received: list[SqsMessage]) -> list[SqsMessage]:
         """The messages FilterCriteria accepts; the others are deleted, as AWS deletes them."""
@@ -156,8 +167,9 @@ class SqsPoller(Poller):
         if discarded:
             self._delete(discarded)
             self._filtered_out += len(discarded)
-            log.debug("mapping %s: %d messages did not match FilterCriteria: deleted", self.mapping.uuid,
-                      len(discarded))
+            log.debug(
+                "mapping %s: %d messages did not match FilterCriteria: deleted", self.mapping.uuid, len(discarded)
+            )
         return kept
 
     def _take_batch(self) -> SqsBatch:
@@ -168,19 +180,23 @@ class SqsPoller(Poller):
     def _send(self, batch: SqsBatch) -> None:
         self._in_flight[id(batch)] = batch
         origin = InvocationOrigin(
-            invocation_type="EventSourceMapping", mapping_uuid=self.mapping.uuid, source="sqs",
+            invocation_type="EventSourceMapping",
+            mapping_uuid=self.mapping.uuid,
+            source="sqs",
             batch_ids=tuple(message.message_id for message in batch.messages),
-            attempt=max(message.receive_count for message in batch.messages))
-        log.debug("mapping %s: delivering %d messages of %s", self.mapping.uuid, len(batch.messages),
-                  self.queue_arn)
-        self.context.dispatch(Delivery(
-            function_arn=self.mapping.function_arn,
-            payload=payloads.records_payload(message.encoded for message in batch.messages),
-            origin=origin,
-            item_identifiers=origin.batch_ids,
-            report_batch_item_failures=self.mapping.reports_batch_item_failures,
-            batch=batch,
-        ))
+            attempt=max(message.receive_count for message in batch.messages),
+        )
+        log.debug("mapping %s: delivering %d messages of %s", self.mapping.uuid, len(batch.messages), self.queue_arn)
+        self.context.dispatch(
+            Delivery(
+                function_arn=self.mapping.function_arn,
+                payload=payloads.records_payload(message.encoded for message in batch.messages),
+                origin=origin,
+                item_identifiers=origin.batch_ids,
+                report_batch_item_failures=self.mapping.reports_batch_item_failures,
+                batch=batch,
+            )
+        )
 
     # -- outcomes ----------------------------------------------------------------------------
 
@@ -193,33 +209,47 @@ class SqsPoller(Poller):
         elif outcome.kind is OutcomeKind.PARTIAL_FAILURE:
             failed = set(outcome.failed_identifiers)
             self._delete([message for message in batch.messages if message.message_id not in failed])
-            log.info("mapping %s: %d of %d messages failed; they return after the visibility timeout",
-                     self.mapping.uuid, len(failed), len(batch.messages))
+            log.info(
+                "mapping %s: %d of %d messages failed; they return after the visibility timeout",
+                self.mapping.uuid,
+                len(failed),
+                len(batch.messages),
+            )
         elif outcome.kind is OutcomeKind.NOT_INVOKED:
             batch.failures_in_a_row += 1
             batch.not_before = now + self.context.timing.backoff(batch.failures_in_a_row)
             if batch.not_before < batch.invisible_until:
                 self._retrying.append(batch)
-            log.log(logging.WARNING if batch.failures_in_a_row == 1 else logging.DEBUG,
-                    "mapping %s: could not invoke %s (%s)", self.mapping.uuid, delivery.function_arn,
-                    outcome.error)
+            log.log(
+                logging.WARNING if batch.failures_in_a_row == 1 else logging.DEBUG,
+                "mapping %s: could not invoke %s (%s)",
+                self.mapping.uuid,
+                delivery.function_arn,
+                outcome.error,
+            )
         else:
-            log.info("mapping %s: batch of %d messages failed (%s: %s); they return after the visibility "
-                     "timeout", self.mapping.uuid, len(batch.messages), outcome.kind.value, outcome.reason)
+            log.info(
+                "mapping %s: batch of %d messages failed (%s: %s); they return after the visibility timeout",
+                self.mapping.uuid,
+                len(batch.messages),
+                outcome.kind.value,
+                outcome.reason,
+            )
 
     def _delete(self, messages: list[SqsMessage]) -> None:
-        self._for_each_receipt(messages, "delete", lambda backend, handle: backend.delete_message(
-            self.queue_name, handle))
+        self._for_each_receipt(
+            messages, "delete", lambda backend, handle: backend.delete_message(self.queue_name, handle)
+        )
 
     def release(self) -> None:
         """Make gathered (received, never delivered) messages visible again at once."""
         messages = [*self._gathering, *(m for batch in self._retrying for m in batch.messages)]
         self._gathering, self._gathering_bytes, self._retrying = deque(), 0, []
-        self._for_each_receipt(messages, "release", lambda backend, handle: backend.change_message_visibility(
-            self.queue_name, handle, 0))
+        self._for_each_receipt(
+            messages, "release", lambda backend, handle: backend.change_message_visibility(self.queue_name, handle, 0)
+        )
 
-    def _for_each_receipt(self, messages: list[SqsMessage], what: str,
-                          call: Callable[[Any, str], None]) -> None:
+    def _for_each_receipt(self, messages: list[SqsMessage], what: str, call: Callable[[Any, str], None]) -> None:
         """`call(backend, receipt handle)` for each message, under the moto lock. A failure only skips
         its message: a deleted queue, a purged or redriven message leaves nothing to act on."""
         if not messages:
@@ -230,8 +260,7 @@ class SqsPoller(Poller):
                 try:
                     call(backend, message.receipt_handle)
                 except Exception as error:
-                    log.debug("mapping %s: %s of %s failed: %r", self.mapping.uuid, what, message.message_id,
-                              error)
+                    log.debug("mapping %s: %s of %s failed: %r", self.mapping.uuid, what, message.message_id, error)
 
     # -- the worker's questions --------------------------------------------------------------
 
@@ -262,23 +291,27 @@ class SqsPoller(Poller):
     def status(self) -> dict[str, Any]:
         with self.context.moto.lock_for(self.queue_arn):
             queue = self.context.moto.sqs(self.region).queues.get(self.queue_name)
-            counts = None if queue is None else {
-                "visible": queue.approximate_number_of_messages,
-                "notVisible": queue.approximate_number_of_messages_not_visible,
-                "delayed": queue.approximate_number_of_messages_delayed,
-            }
+            counts = (
+                None
+                if queue is None
+                else {
+                    "visible": queue.approximate_number_of_messages,
+                    "notVisible": queue.approximate_number_of_messages_not_visible,
+                    "delayed": queue.approximate_number_of_messages_delayed,
+                }
+            )
         return {
             "sourceMissing": self._source_missing,
             "queue": counts,
             "lag": None if queue is None else len(queue._messages),
             "gathering": len(self._gathering),
             "inFlightBatches": [len(batch.messages) for batch in self._in_flight.values()],
-            "retryingBatches": [{"messages": len(b.messages), "attempt": b.failures_in_a_row + 1}
-                                for b in self._retrying],
+            "retryingBatches": [
+                {"messages": len(b.messages), "attempt": b.failures_in_a_row + 1} for b in self._retrying
+            ],
             "concurrency": self.concurrency,
             "filteredOut": self._filtered_out,
-            "nextMessageDueIn": (None if self._next_due is None
-                                 else round(max(0.0, self._next_due - time.time()), 3)),
+            "nextMessageDueIn": (None if self._next_due is None else round(max(0.0, self._next_due - time.time()), 3)),
         }
 
 

@@ -197,9 +197,14 @@ class StreamBatch:
         return first, second
 
     def describe(self) -> dict[str, Any]:
-        return {"records": len(self.records), "firstSequenceNumber": str(self.records[0].sequence_number),
-                "lastSequenceNumber": str(self.records[-1].sequence_number), "retryAttempt": self.retries,
-                "invocations": self.invocations, "inFlight": self.in_flight}
+        return {
+            "records": len(self.records),
+            "firstSequenceNumber": str(self.records[0].sequence_number),
+            "lastSequenceNumber": str(self.records[-1].sequence_number),
+            "retryAttempt": self.retries,
+            "invocations": self.invocations,
+            "inFlight": self.in_flight,
+        }
 
 
 @dataclass
@@ -282,9 +287,12 @@ class StreamPoller(Poller):
                 shard = self._new_shard(shard_id, checkpoint.checkpoint, checkpoint.done)
                 shard.finished = checkpoint.finished
             self._snapshot_pending = False
-            log.info("mapping %s resumes %s from its checkpoints: %s", self.mapping.uuid,
-                     self.mapping.event_source_arn,
-                     {sid: s.progress.checkpoint for sid, s in self.shards.items()})
+            log.info(
+                "mapping %s resumes %s from its checkpoints: %s",
+                self.mapping.uuid,
+                self.mapping.event_source_arn,
+                {sid: s.progress.checkpoint for sid, s in self.shards.items()},
+            )
         with self.context.moto.lock_for(self.mapping.event_source_arn):
             infos = self.source.describe()
             if infos is not None and self._snapshot_pending:
@@ -302,8 +310,9 @@ class StreamPoller(Poller):
                 shard = self._new_shard(info.shard_id, info.last_sequence_number, ())
                 shard.finished = True
                 continue
-            start = self.source.starting_sequence_number(info.shard_id, position,
-                                                         self.mapping.starting_position_timestamp)
+            start = self.source.starting_sequence_number(
+                info.shard_id, position, self.mapping.starting_position_timestamp
+            )
             self._new_shard(info.shard_id, start, ())
         self._snapshot_pending = False
 
@@ -332,8 +341,9 @@ class StreamPoller(Poller):
         always current), else at most every CHECKPOINT_INTERVAL_SECONDS: a file write per batch was 8 %
         of the endpoint's time at one record a batch (bench/, "emulator"). Disabling, stopping and
         pausing save at once (persist())."""
-        if self._checkpoint_dirty and (now >= self._persisted_at + CHECKPOINT_INTERVAL_SECONDS
-                                       or (self._in_flight == 0 and not self.has_work())):
+        if self._checkpoint_dirty and (
+            now >= self._persisted_at + CHECKPOINT_INTERVAL_SECONDS or (self._in_flight == 0 and not self.has_work())
+        ):
             self.persist()
 
     def _discover_and_read(self, now: float) -> list[tuple[Shard, list[Any]]]:
@@ -363,15 +373,17 @@ class StreamPoller(Poller):
             self._next_discovery = now + self.context.timing.source_recheck_seconds
         elif self._source_missing:
             self._source_missing = False
-            log.warning("mapping %s: event source %s is back", self.mapping.uuid,
-                        self.mapping.event_source_arn)
+            log.warning("mapping %s: event source %s is back", self.mapping.uuid, self.mapping.event_source_arn)
         return read
 
     def _missing_source(self) -> None:
         if not self._source_missing:
-            log.warning("mapping %s: event source %s does not exist (deleted?); looking again every %.1f s",
-                        self.mapping.uuid, self.mapping.event_source_arn,
-                        self.context.timing.source_recheck_seconds)
+            log.warning(
+                "mapping %s: event source %s does not exist (deleted?); looking again every %.1f s",
+                self.mapping.uuid,
+                self.mapping.event_source_arn,
+                self.context.timing.source_recheck_seconds,
+            )
             self.context.report(last_processing_result="PROBLEM: Event source not found")
         self._source_missing = True
 
@@ -381,8 +393,9 @@ class StreamPoller(Poller):
             shard = self.shards.get(info.shard_id)
             if shard is None:
                 shard = self._new_shard(info.shard_id, None, ())  # created after the mapping: from its start
-                log.info("mapping %s: new shard %s (parents %s)", self.mapping.uuid, info.shard_id,
-                         info.parent_ids or "none")
+                log.info(
+                    "mapping %s: new shard %s (parents %s)", self.mapping.uuid, info.shard_id, info.parent_ids or "none"
+                )
             shard.parent_ids = info.parent_ids
             shard.closed = info.closed
             shard.last_sequence_number = info.last_sequence_number
@@ -392,7 +405,8 @@ class StreamPoller(Poller):
                 continue
             shard.started = all(
                 parent not in existing or (parent in self.shards and self.shards[parent].finished)
-                for parent in shard.parent_ids)
+                for parent in shard.parent_ids
+            )
             if shard.started:
                 shard.dirty = True
 
@@ -437,10 +451,10 @@ class StreamPoller(Poller):
         wanted = self.mapping.parallelization_factor
         if len(shard.lanes) == wanted or any(lane.batches or lane.in_flight for lane in shard.lanes):
             return
-        waiting = sorted((record for lane in shard.lanes for record in lane.pending),
-                         key=lambda record: record.sequence_number)
-        started = min((lane.window_started for lane in shard.lanes if lane.window_started is not None),
-                      default=None)
+        waiting = sorted(
+            (record for lane in shard.lanes for record in lane.pending), key=lambda record: record.sequence_number
+        )
+        started = min((lane.window_started for lane in shard.lanes if lane.window_started is not None), default=None)
         shard.lanes = [Lane() for _ in range(wanted)]
         for record in waiting:
             lane = shard.lanes[payloads.lane_hash(record.lane_key) % wanted]
@@ -499,19 +513,32 @@ class StreamPoller(Poller):
         lane.in_flight = batch
         self._in_flight += 1
         origin = InvocationOrigin(
-            invocation_type="EventSourceMapping", mapping_uuid=self.mapping.uuid, source=self.source.kind,
-            batch_ids=tuple(record.event_id for record in batch.records), attempt=batch.invocations + 1)
-        log.debug("mapping %s: delivering %d records of %s lane %d (%s..%s), attempt %d", self.mapping.uuid,
-                  len(batch.records), shard.shard_id, batch.lane, batch.records[0].sequence_number,
-                  batch.records[-1].sequence_number, origin.attempt)
-        self.context.dispatch(Delivery(
-            function_arn=self.mapping.function_arn,
-            payload=payloads.records_payload(record.encoded for record in batch.records),
-            origin=origin,
-            item_identifiers=tuple(str(number) for number in batch.sequence_numbers),
-            report_batch_item_failures=self.mapping.reports_batch_item_failures,
-            batch=batch,
-        ))
+            invocation_type="EventSourceMapping",
+            mapping_uuid=self.mapping.uuid,
+            source=self.source.kind,
+            batch_ids=tuple(record.event_id for record in batch.records),
+            attempt=batch.invocations + 1,
+        )
+        log.debug(
+            "mapping %s: delivering %d records of %s lane %d (%s..%s), attempt %d",
+            self.mapping.uuid,
+            len(batch.records),
+            shard.shard_id,
+            batch.lane,
+            batch.records[0].sequence_number,
+            batch.records[-1].sequence_number,
+            origin.attempt,
+        )
+        self.context.dispatch(
+            Delivery(
+                function_arn=self.mapping.function_arn,
+                payload=payloads.records_payload(record.encoded for record in batch.records),
+                origin=origin,
+                item_identifiers=tuple(str(number) for number in batch.sequence_numbers),
+                report_batch_item_failures=self.mapping.reports_batch_item_failures,
+                batch=batch,
+            )
+        )
 
     def complete(self, delivery: Delivery, outcome: Outcome, now: float) -> None:
         batch: StreamBatch = delivery.batch
@@ -520,8 +547,11 @@ class StreamPoller(Poller):
         shard = self.shards.get(batch.shard_id)
         lane = shard.lanes[batch.lane] if shard is not None and batch.lane < len(shard.lanes) else None
         if shard is None or lane is None or lane.in_flight is not batch:
-            log.warning("mapping %s: outcome for a batch of %s the poller no longer tracks; ignored",
-                        self.mapping.uuid, batch.shard_id)
+            log.warning(
+                "mapping %s: outcome for a batch of %s the poller no longer tracks; ignored",
+                self.mapping.uuid,
+                batch.shard_id,
+            )
             return
         lane.in_flight = None
         if outcome.invoked:
@@ -538,9 +568,15 @@ class StreamPoller(Poller):
                 done, rest = batch.split(at)
                 self._finish(shard, done.records)
                 lane.batches[0] = rest
-                log.info("mapping %s: %s lane %d reported %d failures; checkpoint before %s, retrying %d "
-                         "records", self.mapping.uuid, shard.shard_id, batch.lane,
-                         len(outcome.failed_identifiers), lowest, len(rest.records))
+                log.info(
+                    "mapping %s: %s lane %d reported %d failures; checkpoint before %s, retrying %d records",
+                    self.mapping.uuid,
+                    shard.shard_id,
+                    batch.lane,
+                    len(outcome.failed_identifiers),
+                    lowest,
+                    len(rest.records),
+                )
                 self._retry(shard, lane, rest, now, outcome)
                 return
             kind = OutcomeKind.FUNCTION_ERROR  # the first record failed: the whole batch did
@@ -550,16 +586,28 @@ class StreamPoller(Poller):
         elif kind is OutcomeKind.NOT_INVOKED:
             batch.failures_in_a_row += 1
             batch.not_before = now + self.context.timing.backoff(batch.failures_in_a_row)
-            log.log(logging.WARNING if batch.failures_in_a_row == 1 else logging.DEBUG,
-                    "mapping %s: could not invoke %s for %s (%s); retrying in %.2f s", self.mapping.uuid,
-                    delivery.function_arn, shard.shard_id, outcome.error, batch.not_before - now)
+            log.log(
+                logging.WARNING if batch.failures_in_a_row == 1 else logging.DEBUG,
+                "mapping %s: could not invoke %s for %s (%s); retrying in %.2f s",
+                self.mapping.uuid,
+                delivery.function_arn,
+                shard.shard_id,
+                outcome.error,
+                batch.not_before - now,
+            )
         elif self.mapping.bisect_batch_on_function_error and len(batch.records) > 1:
             first, second = batch.split(len(batch.records) // 2)
             lane.batches.popleft()
             lane.batches.appendleft(second)
             lane.batches.appendleft(first)
-            log.info("mapping %s: batch of %d records of %s failed; bisected into %d + %d", self.mapping.uuid,
-                     len(batch.records), shard.shard_id, len(first.records), len(second.records))
+            log.info(
+                "mapping %s: batch of %d records of %s failed; bisected into %d + %d",
+                self.mapping.uuid,
+                len(batch.records),
+                shard.shard_id,
+                len(first.records),
+                len(second.records),
+            )
         else:
             self._retry(shard, lane, batch, now, outcome)
         self._check_finished(shard)
@@ -574,32 +622,60 @@ class StreamPoller(Poller):
             self._check_finished(shard)
             return
         batch.not_before = now + self.context.timing.backoff(batch.failures_in_a_row)
-        log.info("mapping %s: batch %s..%s of %s failed (%s: %s); retry %d in %.2f s", self.mapping.uuid,
-                 batch.records[0].sequence_number, batch.records[-1].sequence_number, shard.shard_id,
-                 outcome.kind.value, outcome.reason, batch.retries, batch.not_before - now)
+        log.info(
+            "mapping %s: batch %s..%s of %s failed (%s: %s); retry %d in %.2f s",
+            self.mapping.uuid,
+            batch.records[0].sequence_number,
+            batch.records[-1].sequence_number,
+            shard.shard_id,
+            outcome.kind.value,
+            outcome.reason,
+            batch.retries,
+            batch.not_before - now,
+        )
 
     def _discard(self, shard: Shard, lane: Lane, batch: StreamBatch, condition: str, now: float) -> None:
         """The batch is given up: its invocation record goes to the OnFailure destination."""
         if lane.batches and lane.batches[0] is batch:
             lane.batches.popleft()
         destination = self.mapping.on_failure_destination
-        log.warning("mapping %s: discarding %d records of %s (%s..%s): %s after %d invocations%s",
-                    self.mapping.uuid, len(batch.records), shard.shard_id, batch.records[0].sequence_number,
-                    batch.records[-1].sequence_number, condition, batch.invocations,
-                    f"; invocation record to {destination}" if destination else "; no OnFailure destination")
+        log.warning(
+            "mapping %s: discarding %d records of %s (%s..%s): %s after %d invocations%s",
+            self.mapping.uuid,
+            len(batch.records),
+            shard.shard_id,
+            batch.records[0].sequence_number,
+            batch.records[-1].sequence_number,
+            condition,
+            batch.invocations,
+            f"; invocation record to {destination}" if destination else "; no OnFailure destination",
+        )
         if destination:
             record = stream_failure_record(
-                batch_info_field=self.source.batch_info_field, stream_arn=self.mapping.event_source_arn,
-                shard_id=shard.shard_id, sequence_numbers=batch.sequence_numbers,
-                arrivals=[r.arrival for r in batch.records], function_arn=self.mapping.function_arn,
-                condition=condition, invoke_count=batch.invocations, last_result=batch.last_result,
-                last_error=batch.last_error, now=now)
+                batch_info_field=self.source.batch_info_field,
+                stream_arn=self.mapping.event_source_arn,
+                shard_id=shard.shard_id,
+                sequence_numbers=batch.sequence_numbers,
+                arrivals=[r.arrival for r in batch.records],
+                function_arn=self.mapping.function_arn,
+                condition=condition,
+                invoke_count=batch.invocations,
+                last_result=batch.last_result,
+                last_error=batch.last_error,
+                now=now,
+            )
             try:
                 send_to_queue(self.context.moto, destination, record)
             except DestinationError as error:
-                log.warning("mapping %s: the OnFailure destination refused the invocation record of %s "
-                            "%s..%s (%s); the records are skipped", self.mapping.uuid, shard.shard_id,
-                            batch.records[0].sequence_number, batch.records[-1].sequence_number, error)
+                log.warning(
+                    "mapping %s: the OnFailure destination refused the invocation record of %s "
+                    "%s..%s (%s); the records are skipped",
+                    self.mapping.uuid,
+                    shard.shard_id,
+                    batch.records[0].sequence_number,
+                    batch.records[-1].sequence_number,
+                    error,
+                )
         self._finish(shard, batch.records)
 
     def _finish(self, shard: Shard, records: list[StreamRecord]) -> None:
@@ -607,8 +683,12 @@ class StreamPoller(Poller):
         self._checkpoint_dirty = True
 
     def _check_finished(self, shard: Shard) -> None:
-        if (not shard.finished and shard.exhausted and shard.progress.all_done
-                and not any(lane.busy for lane in shard.lanes)):
+        if (
+            not shard.finished
+            and shard.exhausted
+            and shard.progress.all_done
+            and not any(lane.busy for lane in shard.lanes)
+        ):
             shard.finished = True
             self._checkpoint_dirty = True
             log.info("mapping %s: shard %s is closed and fully processed", self.mapping.uuid, shard.shard_id)
@@ -637,8 +717,7 @@ class StreamPoller(Poller):
                     deadlines.append(lane.batches[0].not_before)
                 elif lane.pending:
                     deadlines.append((lane.window_started or now) + window)
-            if (self._poll_seconds is not None and not shard.exhausted
-                    and shard.buffered < self._read_ahead()):
+            if self._poll_seconds is not None and not shard.exhausted and shard.buffered < self._read_ahead():
                 deadlines.append(shard.next_read_at)
         if self._rediscover:
             deadlines.append(now)  # a parent just finished: its children may start
@@ -693,8 +772,11 @@ class StreamPoller(Poller):
                 if shard_id not in infos:
                     lags[shard_id] = None
                     continue
-                lags[shard_id] = max(0, self.source.count_after(shard_id, shard.progress.checkpoint)
-                                     - len(shard.progress.done_beyond_checkpoint))
+                lags[shard_id] = max(
+                    0,
+                    self.source.count_after(shard_id, shard.progress.checkpoint)
+                    - len(shard.progress.done_beyond_checkpoint),
+                )
         shards = {}
         for shard_id, shard in sorted(self.shards.items()):
             shards[shard_id] = {
@@ -706,11 +788,18 @@ class StreamPoller(Poller):
                 "closed": shard.closed,
                 "started": shard.started,
                 "finished": shard.finished,
-                "lanes": [{
-                    "pending": len(lane.pending),
-                    "inFlight": lane.in_flight.describe() if lane.in_flight else None,
-                    "waiting": [batch.describe() for batch in lane.batches if batch is not lane.in_flight],
-                } for lane in shard.lanes],
+                "lanes": [
+                    {
+                        "pending": len(lane.pending),
+                        "inFlight": lane.in_flight.describe() if lane.in_flight else None,
+                        "waiting": [batch.describe() for batch in lane.batches if batch is not lane.in_flight],
+                    }
+                    for lane in shard.lanes
+                ],
             }
-        return {"sourceMissing": self._source_missing, "shards": shards,
-                "lag": sum(lag or 0 for lag in lags.values()), "filteredOut": self._filtered_out}
+        return {
+            "sourceMissing": self._source_missing,
+            "shards": shards,
+            "lag": sum(lag or 0 for lag in lags.values()),
+            "filteredOut": self._filtered_out,
+        }
