@@ -30,7 +30,7 @@ from typing import Any
 from bench.endpoints import REPO_ROOT, EmbeddedEndpoint, RawMotoServer, client
 from bench.probes import COUNTER, HOP1, HOP2, ProbeResources, count_items, scan_items, wait_for
 from bench.report import Measurement, PartReport, load_average, markdown_table, paced, spread, summary_ms
-from esjoin.testing.control import ControlClient
+from esjoin.testing.control_client import ControlClient
 from esjoin.testing.pipeline import PUT_RECORDS_LIMIT
 
 READY_TARGET_SECONDS = 1.5

@@ -35,7 +35,7 @@ from bench.report import Measurement, PartReport, load_average, markdown_table, 
 from esjoin.target import local_target
 from esjoin.testing.backends import EMBEDDED, TIMING, Backend
 from esjoin.testing.checks import assert_converged, wait_quiescent
-from esjoin.testing.control import ControlClient
+from esjoin.testing.control_client import ControlClient
 from esjoin.testing.events import logged_in, order_submitted, user_created
 from esjoin.testing.pipeline import Pipeline
 from infra.bootstrap import apply

@@ -74,7 +74,7 @@ from bench.pipeline_bench import (
 )
 from bench.report import Measurement, PartReport, load_average, markdown_table, paced, summary_ms
 from esjoin.testing.checks import wait_quiescent
-from esjoin.testing.control import ControlClient
+from esjoin.testing.control_client import ControlClient
 from esjoin.testing.events import user_created
 from esjoin.testing.pipeline import Pipeline
 from infra.stack import visibility_timeout_for

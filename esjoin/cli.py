@@ -37,7 +37,7 @@ from esjoin.testing.backends import (
     start_embedded,
     tail,
 )
-from esjoin.testing.control import ControlClient
+from esjoin.testing.control_client import ControlClient
 from esjoin.testing.health import Probe, ProbeKind, probe_health
 
 app = typer.Typer(

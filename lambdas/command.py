@@ -28,10 +28,10 @@ from typing import Any
 
 from lambdas.batching import bounded_batches
 from lambdas.clients import aws_client
+from lambdas.dependencies import Runtime, function_name, runtime
 from lambdas.events import EVENT_TYPES, ORDER_SUBMITTED, USER_CREATED, InvalidEvent, parse_event
 from lambdas.logs import log
 from lambdas.retry import Backoff
-from lambdas.runtime import Runtime, function_name, runtime
 
 PUT_RECORDS_LIMIT = 500
 PUT_RECORDS_MAX_BYTES = 5 * 1024 * 1024  # per call, data plus partition keys

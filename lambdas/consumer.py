@@ -22,11 +22,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from lambdas.dependencies import Runtime, function_name, runtime
 from lambdas.events import InvalidEvent, PoisonRecord, StoredEvent, decode_kinesis_record
 from lambdas.logs import log
 from lambdas.queues import OutgoingMessage, failure_message
 from lambdas.records import KinesisRecord
-from lambdas.runtime import Runtime, function_name, runtime
 
 
 def decode_records(records: Iterable[KinesisRecord], now_ms: int) -> tuple[list[StoredEvent], list[PoisonRecord]]:

@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from lambdas.config import SNAPSHOT_MODE_ORIGINAL
+from lambdas.dependencies import Runtime, function_name, runtime
 from lambdas.events import StoredEvent
 from lambdas.fold import Snapshot, fold, original_selection, snapshot_prefix
 from lambdas.logs import log
 from lambdas.queues import OutgoingMessage
 from lambdas.records import SqsMessage
-from lambdas.runtime import Runtime, function_name, runtime
 from lambdas.store import SnapshotConflict
 from lambdas.views import refresh_views
 from lambdas.work_requests import (

@@ -12,9 +12,9 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from lambdas.dependencies import Runtime, function_name, runtime
 from lambdas.logs import log
 from lambdas.records import StreamRecord
-from lambdas.runtime import Runtime, function_name, runtime
 from lambdas.views import refresh_views
 
 

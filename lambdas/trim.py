@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from lambdas.dependencies import Runtime, function_name, runtime
 from lambdas.logs import log
 from lambdas.records import SqsMessage
-from lambdas.runtime import Runtime, function_name, runtime
 from lambdas.sequence import NO_WATERMARK
 from lambdas.work_requests import TrimRequest, parse_trim_request, reject_malformed, requests_by_user
 

@@ -27,11 +27,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lambdas.dependencies import Runtime
 from lambdas.events import StoredEvent
 from lambdas.fold import Snapshot, ViewState, events_above, fold, render_view, should_request_snapshot
 from lambdas.logs import log
 from lambdas.queues import OutgoingMessage, request_delay_seconds
-from lambdas.runtime import Runtime
 from lambdas.sequence import NO_WATERMARK
 from lambdas.work_requests import snapshot_request_body
 

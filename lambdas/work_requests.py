@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from lambdas.dependencies import Runtime, function_name
 from lambdas.logs import log
 from lambdas.queues import OutgoingMessage, failure_message
 from lambdas.records import SqsMessage
-from lambdas.runtime import Runtime, function_name
 from lambdas.sequence import NO_WATERMARK, is_encoded_seq
 
 

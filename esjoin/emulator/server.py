@@ -20,12 +20,12 @@ from esjoin.emulator.aids.faults import FaultInjector
 from esjoin.emulator.aids.history import InvocationHistory
 from esjoin.emulator.config import EmulatorConfig
 from esjoin.emulator.http.control import ControlApi
+from esjoin.emulator.http.endpoint_server import EndpointServer
 from esjoin.emulator.http.gateway import Gateway
 from esjoin.emulator.http.guard import RequestGuard
-from esjoin.emulator.http.server import EndpointServer
 from esjoin.emulator.lambda_service.models import LambdaBackend
 from esjoin.emulator.lambda_service.responses import LambdaResponses
-from esjoin.emulator.moto_layer.backends import MOTO_SERVICES, MotoBackends
+from esjoin.emulator.moto_layer.moto_backends import MOTO_SERVICES, MotoBackends
 from esjoin.emulator.moto_layer.notifier import ChangeNotifier
 from esjoin.emulator.state_lock import StateDirLock
 

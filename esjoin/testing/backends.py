@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from botocore.config import Config
 
 from esjoin.target import Target, aws_target, local_target
-from esjoin.testing.control import ControlClient
+from esjoin.testing.control_client import ControlClient
 from esjoin.testing.health import direct_opener
 
 EMBEDDED, LOCALSTACK, AWS = "embedded", "localstack", "aws"

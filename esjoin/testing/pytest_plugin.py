@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from esjoin.testing.backends import AWS, BACKENDS, EMBEDDED, Backend, BackendError, open_backend
-from esjoin.testing.control import ControlClient
+from esjoin.testing.control_client import ControlClient
 
 BACKEND_OPTION = "--esjoin-backend"
 AWS_OPT_IN_OPTION = "--esjoin-aws-opt-in"

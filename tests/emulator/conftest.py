@@ -167,7 +167,7 @@ def speed_patches() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def moto_app(speed_patches: None) -> Any:
-    """moto's own WSGI app (DomainDispatcherApplication), as esjoin.emulator.moto_layer.backends builds it."""
+    """moto's own WSGI app (DomainDispatcherApplication), as esjoin.emulator.moto_layer.moto_backends builds it."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     return DomainDispatcherApplication(create_backend_app)

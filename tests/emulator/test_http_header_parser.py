@@ -1,4 +1,4 @@
-"""esjoin.emulator.http.server parses plain header blocks itself: compared with http.client.parse_headers
+"""esjoin.emulator.http.endpoint_server parses plain header blocks itself: compared with http.client.parse_headers
 on random blocks (Hypothesis) and on the blocks the fast path must leave to the email parser."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from esjoin.emulator.http.server import KeepAliveRequestHandler
+from esjoin.emulator.http.endpoint_server import KeepAliveRequestHandler
 from tests.emulator.support.equivalence import examples
 
 TOKEN_CHARACTERS = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != ":")

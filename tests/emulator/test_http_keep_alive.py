@@ -1,4 +1,4 @@
-"""esjoin.emulator.http.server keeps connections alive: driven over a raw socket (127.0.0.1, a port of the
+"""esjoin.emulator.http.endpoint_server keeps connections alive: driven over a raw socket (127.0.0.1, a port of the
 system's choosing) with an echo application: requests in a row and pipelined, bodies the application
 never reads, chunked bodies, Connection: close, HTTP/1.0 and an unreadable body."""
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from esjoin.emulator.http.server import EndpointServer
+from esjoin.emulator.http.endpoint_server import EndpointServer
 
 
 def echo(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:

@@ -22,7 +22,7 @@ import pytest
 
 from esjoin.emulator.invocation import UNHANDLED, FunctionSpec
 from esjoin.emulator.lambda_service.environment import function_environment
-from esjoin.emulator.lambda_service.logs import MAX_EVENT_BYTES, WorkerOutputDecoder, split_message
+from esjoin.emulator.lambda_service.function_logs import MAX_EVENT_BYTES, WorkerOutputDecoder, split_message
 from esjoin.emulator.lambda_service.runtime import LambdaRuntime
 from esjoin.emulator.lambda_service.worker_program import log_marker
 from tests.emulator import test_runtime

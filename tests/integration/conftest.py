@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from esjoin.testing.backends import EMBEDDED, STATE_DIR, Backend
-from esjoin.testing.control import ControlClient
+from esjoin.testing.control_client import ControlClient
 from esjoin.testing.pipeline import Pipeline
 from esjoin.testing.pytest_plugin import LONG_OPTION, STAGE_OPTION
 from tests.integration.support.scenario import Faults

@@ -26,7 +26,7 @@ import typer
 
 from esjoin import cli
 from esjoin.testing.backends import answers_health, free_port
-from esjoin.testing.control import ControlClient
+from esjoin.testing.control_client import ControlClient
 from esjoin.testing.health import Probe, ProbeKind, probe_health
 
 ROOT = Path(__file__).resolve().parents[2]

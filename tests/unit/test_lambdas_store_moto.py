@@ -17,11 +17,11 @@ from moto import mock_aws
 
 from lambdas import consumer, snapshot, trigger, trim
 from lambdas.config import Settings
+from lambdas.dependencies import Runtime
 from lambdas.events import StoredEvent, parse_body
 from lambdas.fold import Snapshot, ViewState, render_view
 from lambdas.queues import OutgoingMessage, Queues
 from lambdas.retry import Backoff
-from lambdas.runtime import Runtime
 from lambdas.sequence import encode_seq
 from lambdas.store import SnapshotConflict, Store
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from esjoin.emulator.invocation import InvocationResult, LambdaServiceError
-from esjoin.emulator.moto_layer.backends import MotoBackends
+from esjoin.emulator.moto_layer.moto_backends import MotoBackends
 
 RETRY_ATTEMPTS_EXHAUSTED = "RetryAttemptsExhausted"
 RECORD_AGE_EXCEEDED = "RecordAgeExceeded"

@@ -23,7 +23,7 @@ from esjoin.emulator.event_source_mapping.mapping_worker import EngineContext, M
 from esjoin.emulator.event_source_mapping.sender import Invoker
 from esjoin.emulator.event_source_mapping.timing import PollTiming
 from esjoin.emulator.invocation import LambdaServiceError, default_role
-from esjoin.emulator.moto_layer.backends import MotoBackends
+from esjoin.emulator.moto_layer.moto_backends import MotoBackends
 
 log = logging.getLogger("esjoin.esm")
 

@@ -39,7 +39,7 @@ from esjoin.emulator.event_source_mapping.pollers.stream import StreamPoller
 from esjoin.emulator.event_source_mapping.sender import Delivery, Invoker, Outcome, OutcomeKind, deliver
 from esjoin.emulator.event_source_mapping.timing import PollTiming
 from esjoin.emulator.invocation import LambdaServiceError
-from esjoin.emulator.moto_layer.backends import MotoBackends
+from esjoin.emulator.moto_layer.moto_backends import MotoBackends
 
 log = logging.getLogger("esjoin.esm")
 

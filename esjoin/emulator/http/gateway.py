@@ -32,7 +32,7 @@ from esjoin.emulator.aws_errors import AwsError
 from esjoin.emulator.http.guard import RequestGuard
 from esjoin.emulator.json_limits import check_json
 from esjoin.emulator.lambda_service.responses import is_lambda_request
-from esjoin.emulator.moto_layer.backends import MotoBackends
+from esjoin.emulator.moto_layer.moto_backends import MotoBackends
 from esjoin.emulator.moto_layer.sqs_long_poll import long_poll, parse_receive
 
 log = logging.getLogger("esjoin.emulator")

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from esjoin.emulator.invocation import FunctionSpec, LambdaServiceError
 from esjoin.emulator.lambda_service import worker_program
-from esjoin.emulator.lambda_service.logs import LogEvent, WorkerOutputDecoder, now_ms
+from esjoin.emulator.lambda_service.function_logs import LogEvent, WorkerOutputDecoder, now_ms
 
 EXIT_GRACE_SECONDS = 2.0  # after a worker closed its channel, how long it may take to exit on its own
 OUTPUT_DRAIN_SECONDS = 0.5  # after a worker died, how long to wait for the last of its output

@@ -7,7 +7,7 @@ import contextlib
 import logging
 
 from esjoin.emulator.invocation import FunctionSpec
-from esjoin.emulator.moto_layer.backends import MotoBackends
+from esjoin.emulator.moto_layer.moto_backends import MotoBackends
 
 log = logging.getLogger("esjoin.lambda")
 

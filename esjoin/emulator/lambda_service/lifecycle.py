@@ -20,7 +20,7 @@ import time
 from esjoin.emulator.invocation import UNHANDLED, FunctionSpec, InvocationRequest, InvocationResult
 from esjoin.emulator.lambda_service import worker_program
 from esjoin.emulator.lambda_service.channel import EXIT_GRACE_SECONDS, DeadlinePassed, WorkerDied, WorkerProcess
-from esjoin.emulator.lambda_service.logs import (
+from esjoin.emulator.lambda_service.function_logs import (
     LogDelivery,
     LogEvent,
     end_line,

@@ -54,9 +54,9 @@ from esjoin.emulator.invocation import (
     default_role,
 )
 from esjoin.emulator.lambda_service.cloudwatch import CloudWatchLogSink
-from esjoin.emulator.lambda_service.logs import end_line, report_line, start_line
+from esjoin.emulator.lambda_service.function_logs import end_line, report_line, start_line
 from esjoin.emulator.lambda_service.runtime import LambdaRuntime
-from esjoin.emulator.moto_layer.backends import MotoBackends
+from esjoin.emulator.moto_layer.moto_backends import MotoBackends
 
 log = logging.getLogger("esjoin.lambda")
 

@@ -28,8 +28,8 @@ from esjoin.emulator.config import EmulatorConfig
 from esjoin.emulator.invocation import FunctionSpec, InvocationRequest, InvocationResult
 from esjoin.emulator.lambda_service.channel import WorkerProcess, start_worker
 from esjoin.emulator.lambda_service.environment import RuntimeSite
+from esjoin.emulator.lambda_service.function_logs import LogDelivery, log_stream_name
 from esjoin.emulator.lambda_service.lifecycle import InvocationLifecycle
-from esjoin.emulator.lambda_service.logs import LogDelivery, log_stream_name
 from esjoin.emulator.lambda_service.pool import WorkerPools
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlparse
 
-from esjoin.emulator.moto_layer.backends import MotoBackends
+from esjoin.emulator.moto_layer.moto_backends import MotoBackends
 
 # Between attempts, wake at least this often to catch messages that become visible again (visibility
 # timeout expired) or whose delay ended: those produce no notification.

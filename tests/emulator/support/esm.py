@@ -23,7 +23,7 @@ from esjoin.emulator.config import EmulatorConfig
 from esjoin.emulator.event_source_mapping.engine import EventSourceMappingEngine
 from esjoin.emulator.event_source_mapping.mapping import EventSourceMapping
 from esjoin.emulator.invocation import UNHANDLED, InvocationOrigin, InvocationResult
-from esjoin.emulator.moto_layer.backends import MotoBackends
+from esjoin.emulator.moto_layer.moto_backends import MotoBackends
 from esjoin.emulator.moto_layer.notifier import ChangeNotifier
 
 REGION = "us-east-1"

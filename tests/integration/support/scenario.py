@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from esjoin.testing.checks import failure_report
-from esjoin.testing.control import ControlClient
+from esjoin.testing.control_client import ControlClient
 from esjoin.testing.pipeline import Pipeline
 from esjoin.testing.waits import eventually
 

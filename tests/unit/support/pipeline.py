@@ -13,11 +13,11 @@ from typing import Any
 
 from lambdas import consumer, snapshot, trigger, trim
 from lambdas.config import Settings
+from lambdas.dependencies import Runtime
 from lambdas.events import ORDER_SUBMITTED, parse_event
 from lambdas.fold import fold
 from lambdas.queues import Queues
 from lambdas.retry import Backoff
-from lambdas.runtime import Runtime
 from lambdas.store import IncompleteBatchError, Store, from_item
 from tests.unit.support.fake_aws import (
     EVENTS,

@@ -18,7 +18,7 @@ from esjoin.emulator.event_source_mapping.checkpoints import CheckpointStore
 from esjoin.emulator.event_source_mapping.mapping import EventSourceMapping
 from esjoin.emulator.event_source_mapping.sender import Delivery, Outcome
 from esjoin.emulator.event_source_mapping.timing import PollTiming
-from esjoin.emulator.moto_layer.backends import MotoBackends
+from esjoin.emulator.moto_layer.moto_backends import MotoBackends
 
 
 @dataclass

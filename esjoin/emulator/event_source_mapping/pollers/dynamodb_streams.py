@@ -14,7 +14,7 @@ from typing import Any
 
 from esjoin.emulator.event_source_mapping import payloads
 from esjoin.emulator.event_source_mapping.pollers.stream import ShardInfo, StreamRecord, StreamSource
-from esjoin.emulator.moto_layer.backends import MotoBackends
+from esjoin.emulator.moto_layer.moto_backends import MotoBackends
 
 # DynamoDB Streams keeps records for 24 hours.
 # https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Streams.html

@@ -15,8 +15,8 @@ from typing import Any
 from esjoin.emulator.event_source_mapping import payloads
 from esjoin.emulator.event_source_mapping.pollers.stream import ShardInfo, StreamRecord, StreamSource
 from esjoin.emulator.invocation import default_role
-from esjoin.emulator.moto_layer.backends import MotoBackends
 from esjoin.emulator.moto_layer.fixes import kinesis_shard_sequence_numbers
+from esjoin.emulator.moto_layer.moto_backends import MotoBackends
 
 log = logging.getLogger("esjoin.esm.kinesis")
 
