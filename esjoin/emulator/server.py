@@ -171,6 +171,22 @@ class Emulator:
         """Block until stop() is called (from a signal handler, say)."""
         self._stopped.wait()
 
+    def reset_state(self) -> dict[str, Any]:
+        """Empty the endpoint without a restart (`POST /_esjoin/state/reset`): every mapping and function
+        (workers killed, code and checkpoints removed), every stream, table, queue, log group and role
+        (moto's own reset, as its `/moto-api/reset` does: for the whole process, so every endpoint in it),
+        the invocation history and the fault rules. The port, the settings and the state directory stay."""
+        assert self.lambda_backend is not None, "reset_state() before start()"
+        removed = self.lambda_backend.reset()
+        from moto.moto_api._internal.models import moto_api_backend
+
+        with self.moto.lock():
+            moto_api_backend.reset()
+        self.history.clear()
+        self.faults.remove()
+        log.info("state reset: %s", removed)
+        return {"reset": True, "removed": removed}
+
     def health(self) -> dict[str, Any]:
         services = dict.fromkeys(MOTO_SERVICES, "running" if self.ready else "starting")
         services["lambda"] = "running" if self.ready else "starting"

@@ -68,6 +68,10 @@ class ControlClient:
         document = {names.get(key, key): value for key, value in rule.items() if value is not None}
         return self._call("POST", "/faults", {"action": action, **document})
 
+    def reset_state(self) -> dict:
+        """Empty the endpoint (functions, mappings, streams, tables, queues, history, faults) without a restart."""
+        return self._call("POST", "/state/reset")
+
     def clear_faults(self) -> None:
         self._call("DELETE", "/faults")
 

@@ -9,12 +9,14 @@ GET    /_esjoin/faults                       the active fault rules
 POST   /_esjoin/faults                       add one: {"function" | "operation" (+ "service"?),
                                              "action": "error"|"delay", "count"?, "delaySeconds"?,
                                              "match"?, "errorType"?, "errorMessage"?, "statusCode"?}
-                                             -> 201 the rule (with its id); see emulator/faults.py
+                                             -> 201 the rule (with its id); see esjoin/emulator/aids/faults.py
 DELETE /_esjoin/faults[/<id>]                remove one or all
 GET    /_esjoin/mappings[/<uuid>]            mapping configuration + engine status (checkpoints, lag)
 POST   /_esjoin/mappings/<uuid>/pause|resume stop/restart delivery without changing State
 POST   /_esjoin/mappings/<uuid>/duplicate    {"count": n}: deliver the next n batches twice
 GET    /_esjoin/code/<region>/<function>.zip  the function's code (GetFunction's Code.Location)
+POST   /_esjoin/state/reset                  empty everything (functions, mappings, streams, tables,
+                                             queues, history, faults) without a restart
 """
 
 from __future__ import annotations
@@ -107,6 +109,10 @@ class ControlApi:
             return reply(self.mapping_status(uuid))
         if match := MAPPING.match(path):
             return reply(self.mapping_status(match["uuid"]))
+        if path == "/_esjoin/state/reset":
+            if method != "POST":
+                return reply({"error": "MethodNotAllowed", "message": "POST to reset the endpoint's state"}, 405)
+            return reply(emulator.reset_state())
         if match := CODE.match(path):
             function, _ = emulator.lambda_backend.resolve(match["name"], match["region"])
             return Response(function.zip_path.read_bytes(), content_type="application/zip")

@@ -620,6 +620,21 @@ class LambdaBackend:
             self.mappings.pop(uuid_, None)
         return deleted
 
+    def reset(self) -> dict[str, int]:
+        """Delete every mapping (its worker stopped, its checkpoints gone) and every function (its
+        workers killed, its code removed), in every region: what `POST /_esjoin/state/reset` does to
+        the Lambda service. Returns how many of each went."""
+        with self._lock:
+            mapping_ids = list(self.mappings)
+            functions = list(self.functions.values())
+        for uuid_ in mapping_ids:
+            with contextlib.suppress(LambdaServiceError):  # deleted meanwhile
+                self.delete_event_source_mapping(uuid_)
+        for function in functions:
+            with contextlib.suppress(LambdaServiceError):
+                self.delete_function(function.arn, function.region)
+        return {"eventSourceMappings": len(mapping_ids), "functions": len(functions)}
+
     def _mapping(self, uuid_: str) -> EventSourceMapping:
         """The stored mapping itself (hold self._lock), or AWS's 404."""
         mapping = self.mappings.get(uuid_)
