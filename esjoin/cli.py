@@ -37,7 +37,7 @@ from esjoin.testing.backends import (
     start_embedded,
     tail,
 )
-from esjoin.testing.control_client import ControlClient
+from esjoin.testing.control_client import ControlApiError, ControlClient
 from esjoin.testing.health import Probe, ProbeKind, probe_health
 
 app = typer.Typer(
@@ -47,6 +47,8 @@ app = typer.Typer(
 )
 emulator_app = typer.Typer(no_args_is_help=True, help="the embedded AWS endpoint")
 app.add_typer(emulator_app, name="emulator")
+state_app = typer.Typer(no_args_is_help=True, help="save, load or empty the embedded endpoint's state")
+app.add_typer(state_app, name="state")
 # Outside a terminal (make, CI logs) rich would wrap at 80 columns; the views table needs more.
 console = Console(width=shutil.get_terminal_size((140, 40)).columns)
 err = Console(stderr=True)
@@ -111,6 +113,43 @@ def emulator_start(ctx: typer.Context) -> None:
     from esjoin.emulator.__main__ import main
 
     raise typer.Exit(main(list(ctx.args)))
+
+
+@state_app.command("save")
+def state_save(
+    file: Annotated[Path, typer.Argument(help="where to write the archive")], endpoint: EndpointOption = None
+) -> None:
+    """Every stream, table, queue, function, mapping and checkpoint of the endpoint, into FILE."""
+    control = ControlClient(local_endpoint(endpoint))
+    try:
+        archive = control.save_state()
+    except (OSError, ControlApiError) as error:
+        raise fail(f"cannot save the state: {error}") from None
+    file.write_bytes(archive)
+    console.print(f"saved {len(archive):,} bytes to {file}")
+
+
+@state_app.command("load")
+def state_load(
+    file: Annotated[Path, typer.Argument(help="an archive from `esjoin state save`")], endpoint: EndpointOption = None
+) -> None:
+    """Empty the endpoint and make it what FILE describes (all or nothing)."""
+    control = ControlClient(local_endpoint(endpoint))
+    try:
+        loaded = control.load_state(file.read_bytes(), str(file))
+    except (OSError, ControlApiError) as error:
+        raise fail(f"cannot load {file}: {error}") from None
+    console.print(f"loaded {file}: {loaded['functions']} functions, {loaded['eventSourceMappings']} mappings")
+
+
+@state_app.command("reset")
+def state_reset(endpoint: EndpointOption = None) -> None:
+    """Empty the endpoint without a restart."""
+    removed = ControlClient(local_endpoint(endpoint)).reset_state()["removed"]
+    console.print(
+        f"emptied: {removed['functions']} functions and {removed['eventSourceMappings']} mappings "
+        "removed, with every stream, table and queue"
+    )
 
 
 def running_pid() -> int | None:

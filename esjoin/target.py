@@ -104,12 +104,14 @@ class Target:
             # A local endpoint answers in milliseconds or not at all: fail fast instead of
             # retrying a dead port for minutes. proxies={} makes botocore skip HTTP(S)_PROXY (it reads
             # them only when proxies is None): a proxy cannot reach this machine's loopback, and the
-            # calls (dummy credentials, the stack's data) have no business leaving the machine.
+            # calls (dummy credentials, the stack's data) have no business leaving the machine. No host
+            # prefixes either: Logs' StartLiveTail would connect to stream-127.0.0.1 through DNS.
             return Config(
                 connect_timeout=5,
                 read_timeout=60,
                 retries={"mode": "standard", "max_attempts": 3},
                 proxies={},
+                inject_host_prefix=False,
             )
         # Exactly AWS's endpoints: an AWS_ENDPOINT_URL left in the environment does not apply.
         return Config(retries={"mode": "standard", "max_attempts": 8}, ignore_configured_endpoint_urls=True)

@@ -15,7 +15,9 @@ from esjoin.emulator.aws_errors import AwsError
 
 MAX_JSON_DEPTH = 128
 """Nesting refused beyond this (DynamoDB's own limit is 32 levels of an item, about 66 of JSON)."""
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+# A string, closed or not: without the optional closing quote, a body of unclosed `"\"\"...` made the
+# regex rescan the rest of the body from every quote (quadratic; 1 MiB: about 40 minutes, holding the GIL).
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"?')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 

@@ -99,7 +99,12 @@ class Emulator:
             self.config = dataclasses.replace(self.config, port=self._server.server_address[1])
             self.guard = dataclasses.replace(self.guard, port=self.config.port)
             self._server.guard = self.guard
-        self._state_lock.acquire()  # StateDirBusy (a RuntimeError) names the pid that holds it
+        try:
+            self._state_lock.acquire()  # StateDirBusy (a RuntimeError) names the pid that holds it
+        except BaseException:
+            self._server.server_close()  # the port is free again at once, whoever forgets stop()
+            self._server = None
+            raise
         for stale in ("functions", "checkpoints"):  # state is in memory: what the last run left is unreadable
             shutil.rmtree(self.config.state_dir / stale, ignore_errors=True)
         self.lambda_backend = LambdaBackend(self.config, self.moto, self.history, self.faults)
@@ -186,6 +191,18 @@ class Emulator:
         self.faults.remove()
         log.info("state reset: %s", removed)
         return {"reset": True, "removed": removed}
+
+    def save_state(self) -> bytes:
+        """The whole state as an archive (`POST /_esjoin/state/save`; esjoin.emulator.state_archive)."""
+        from esjoin.emulator import state_archive
+
+        return state_archive.save(self)
+
+    def load_state(self, data: bytes, source: str = "the state file") -> dict[str, Any]:
+        """Become what a saved archive describes, all or nothing (`POST /_esjoin/state/load`)."""
+        from esjoin.emulator import state_archive
+
+        return state_archive.load(self, data, source)
 
     def health(self) -> dict[str, Any]:
         services = dict.fromkeys(MOTO_SERVICES, "running" if self.ready else "starting")

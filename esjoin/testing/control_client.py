@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -67,6 +68,31 @@ class ControlClient:
         }
         document = {names.get(key, key): value for key, value in rule.items() if value is not None}
         return self._call("POST", "/faults", {"action": action, **document})
+
+    def save_state(self) -> bytes:
+        """The endpoint's whole state, as an archive (esjoin/emulator/state_archive.py)."""
+        request = urllib.request.Request(self.base + "/state/save", data=b"", method="POST")
+        try:
+            with direct_opener().open(request, timeout=max(self.timeout, 120)) as response:
+                return response.read()
+        except urllib.error.HTTPError as error:
+            raise ControlApiError(
+                f"POST /state/save: HTTP {error.code}: {error.read().decode(errors='replace')}"
+            ) from None
+
+    def load_state(self, archive: bytes, source: str = "the state file") -> dict:
+        """Make the endpoint what a saved archive describes (all or nothing)."""
+        query = urllib.parse.urlencode({"source": source})
+        request = urllib.request.Request(
+            self.base + f"/state/load?{query}", data=archive, method="POST", headers={"Content-Type": "application/zip"}
+        )
+        try:
+            with direct_opener().open(request, timeout=max(self.timeout, 300)) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            raise ControlApiError(
+                f"POST /state/load: HTTP {error.code}: {error.read().decode(errors='replace')}"
+            ) from None
 
     def reset_state(self) -> dict:
         """Empty the endpoint (functions, mappings, streams, tables, queues, history, faults) without a restart."""

@@ -14,6 +14,7 @@ escape with setsid, bytes results and giant log lines in tests/emulator/test_run
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import socket
@@ -510,3 +511,69 @@ def test_a_long_hold_on_one_table_does_not_stop_writes_to_another(
             release.set()
         holder.result(timeout=10)
         same_table.result(timeout=10)
+
+
+# -- found in review ----------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_an_unclosed_string_of_escaped_quotes_is_answered_at_once(endpoint: Endpoint, control: Control) -> None:
+    """A body of `"\\"\\"...` never closing made the depth check's string pattern rescan from every quote:
+    quadratic, about 40 minutes for 1 MiB, holding the interpreter. The send's own 20 s hang guard fails
+    this on the old pattern."""
+    body = b'"' + b'\\"' * (512 * 1024)
+
+    response = send(endpoint, "POST", "/", body, signed("dynamodb", "DynamoDB_20120810.PutItem"))
+
+    assert response.error_type() == "SerializationException", response
+    assert control.get("health").status == 200
+
+
+def test_an_allow_listed_origin_gets_one_set_of_cors_headers_from_aws_apis(tmp_path: Path) -> None:
+    page = "http://localhost:3000"
+    started = start_endpoint(tmp_path, allowed_origins=frozenset({page}))
+    address = urlparse(started.url)
+    try:
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=20)
+        headers = {**signed("dynamodb", "DynamoDB_20120810.ListTables"), "Origin": page, "Sec-Fetch-Site": "same-site"}
+        connection.request("POST", "/", body=b"{}", headers=headers)
+        response = connection.getresponse()
+        response.read()
+        allow = [value for name, value in response.getheaders() if name.lower() == "access-control-allow-origin"]
+        connection.close()
+        assert response.status == 200 and allow == [page], (response.status, response.getheaders())
+    finally:
+        started.emulator.stop()
+
+
+def test_a_wildcard_allow_list_lets_any_page_call(tmp_path: Path) -> None:
+    started = start_endpoint(tmp_path, allowed_origins=frozenset({"*"}))
+    try:
+        response = send(started, "GET", "/_esjoin/faults", headers={"Origin": EVIL, "Sec-Fetch-Site": "cross-site"})
+        assert response.status == 200, response
+    finally:
+        started.emulator.stop()
+
+
+@pytest.mark.parametrize("path", ["/moto-api/reset", "/moto-api/", "/moto-api/data.json"])
+def test_motos_own_api_is_not_served(endpoint: Endpoint, control: Control, path: str) -> None:
+    queues_before = endpoint.client("sqs").list_queues().get("QueueUrls", [])
+
+    response = send(endpoint, "POST", path, b"", signed("sqs"))
+
+    assert response.status == 404, response
+    assert endpoint.client("sqs").list_queues().get("QueueUrls", []) == queues_before
+
+
+def test_a_start_refused_for_a_busy_state_dir_frees_its_port(endpoint: Endpoint, tmp_path: Path) -> None:
+    from esjoin.emulator.config import EmulatorConfig
+    from esjoin.emulator.server import Emulator
+
+    port = free_port_other_than(endpoint)
+    state_dir = endpoint.emulator.config.state_dir
+    second = Emulator(EmulatorConfig.from_env(port=port, state_dir=state_dir))
+    with pytest.raises(RuntimeError, match="in use by another endpoint"):
+        second.start()  # and no stop(): the caller forgot it
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # OSError if the refused start still held it

@@ -35,7 +35,13 @@ ROOMS = [
     ("esjoin.emulator.event_source_mapping",),
     ("esjoin.emulator.lambda_service",),
     ("esjoin.emulator.http",),
-    ("esjoin.emulator.server", "esjoin.emulator.state_lock", "esjoin.emulator.__main__", "esjoin.emulator"),
+    (
+        "esjoin.emulator.server",
+        "esjoin.emulator.state_lock",
+        "esjoin.emulator.state_archive",
+        "esjoin.emulator.__main__",
+        "esjoin.emulator",
+    ),
 ]
 
 

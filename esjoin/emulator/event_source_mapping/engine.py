@@ -102,6 +102,25 @@ class EventSourceMappingEngine:
     def resume(self, uuid: str) -> None:
         self._worker(uuid).resume()
 
+    def checkpoint_documents(self) -> dict[str, str]:
+        """Every mapping's checkpoint document (the file the worker resumes from), written now: for a
+        state save. Pause the mappings first, so no batch completes in between."""
+        with self._lock:
+            workers = dict(self._workers)
+        documents = {}
+        for uuid, worker in workers.items():
+            worker.checkpoint_now()
+            path = self._context.checkpoints.path(uuid)
+            if path.is_file():
+                documents[uuid] = path.read_text()
+        return documents
+
+    def restore_checkpoint(self, uuid: str, document: str) -> None:
+        """Put a saved checkpoint document in place before the mapping `uuid` starts (a state load)."""
+        path = self._context.checkpoints.path(uuid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(document)
+
     def duplicate_next(self, uuid: str, count: int) -> None:
         """Deliver each of the next `count` batches twice in a row (the second with origin.duplicate);
         the first delivery's outcome decides checkpoints and deletions."""

@@ -161,6 +161,11 @@ class MappingWorker:
             self._publish()
         self._kick()
 
+    def checkpoint_now(self) -> None:
+        """Write the checkpoints now (a state save), under the state lock as the worker's own steps do."""
+        with self._state:
+            self.poller.persist()
+
     def duplicate_next(self, count: int) -> None:
         with self._state:
             self._duplicates += count

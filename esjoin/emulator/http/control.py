@@ -17,6 +17,8 @@ POST   /_esjoin/mappings/<uuid>/duplicate    {"count": n}: deliver the next n ba
 GET    /_esjoin/code/<region>/<function>.zip  the function's code (GetFunction's Code.Location)
 POST   /_esjoin/state/reset                  empty everything (functions, mappings, streams, tables,
                                              queues, history, faults) without a restart
+POST   /_esjoin/state/save                   the whole state, as an archive (esjoin/emulator/state_archive.py)
+POST   /_esjoin/state/load                   body: an archive; the endpoint becomes what it describes
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class ControlApi:
             response = self.dispatch(request)
         except LambdaServiceError as error:
             response = reply({"error": error.code, "message": error.message}, error.status)
-        except (FaultError, ValueError) as error:
+        except (FaultError, ValueError) as error:  # StateError is a ValueError: a bad state file
             response = reply({"error": "BadRequest", "message": str(error)}, 400)
         return response(environ, start_response)
 
@@ -109,6 +111,12 @@ class ControlApi:
             return reply(self.mapping_status(uuid))
         if match := MAPPING.match(path):
             return reply(self.mapping_status(match["uuid"]))
+        if path in ("/_esjoin/state/save", "/_esjoin/state/load") and method != "POST":
+            return reply({"error": "MethodNotAllowed", "message": f"POST to {path}"}, 405)
+        if path == "/_esjoin/state/save":
+            return Response(emulator.save_state(), content_type="application/zip")
+        if path == "/_esjoin/state/load":
+            return reply(emulator.load_state(request.get_data(), request.args.get("source") or "the state file"))
         if path == "/_esjoin/state/reset":
             if method != "POST":
                 return reply({"error": "MethodNotAllowed", "message": "POST to reset the endpoint's state"}, 405)

@@ -71,11 +71,22 @@ class Gateway:
             respond = start_response
 
             def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable:
-                return respond(status, [*headers, *cors], exc_info)
+                # Ours only: moto's app answers a request with an Origin with its own CORS headers (flask_cors),
+                # and a browser refuses a response with two Access-Control-Allow-Origin values.
+                kept = [
+                    (k, v) for k, v in headers if not k.lower().startswith("access-control-") and k.lower() != "vary"
+                ]
+                return respond(status, [*kept, *cors], exc_info)
 
         path = environ.get("PATH_INFO", "")
         if path.startswith(CONTROL_PREFIX) or path == CONTROL_PREFIX.rstrip("/"):
             return self.control_api(environ, start_response)
+        if path.startswith("/moto-api"):
+            return AwsError(
+                404,
+                "UnknownOperationException",
+                "moto's own API is not served here; the endpoint's control API is under /_esjoin/",
+            ).respond(environ, start_response)
         if is_lambda_request(environ):
             if not is_signed(environ):  # Lambda's API runs code: never for an unsigned (browser) request
                 return MISSING_SIGNATURE.respond(environ, start_response)
@@ -84,7 +95,7 @@ class Gateway:
         try:
             service, operation = operation_of(environ, body)
             document = check_request(environ, service, body)
-            lock = self.moto.request_lock(service, operation, self.region(environ), document)
+            lock = self.moto.request_lock(service, operation, self.region(environ), document, target_service(environ))
             fault = self.faults.take_request(service, operation, body)
             if fault is not None:
                 if fault.action != DELAY:
@@ -178,6 +189,21 @@ def check_request(environ: dict[str, Any], service: str, body: bytes) -> Any:
     if target and body:
         return check_json(body)
     return None
+
+
+TARGET_SERVICES = {
+    "Kinesis_": "kinesis",
+    "DynamoDB_": "dynamodb",
+    "DynamoDBStreams_": "dynamodb",
+    "AmazonSQS.": "sqs",
+    "Logs_": "logs",
+}
+
+
+def target_service(environ: dict[str, Any]) -> str | None:
+    """The service moto will route a JSON-protocol request to, by its X-Amz-Target (None: not one of these)."""
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    return next((service for prefix, service in TARGET_SERVICES.items() if target.startswith(prefix)), None)
 
 
 def operation_of(environ: dict[str, Any], body: bytes) -> tuple[str, str]:

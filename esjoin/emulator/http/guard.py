@@ -80,7 +80,7 @@ class RequestGuard:
                 f"Origin {origin!r} is not allowed: browsers may only call this endpoint from its own "
                 "origin or one listed in ESJOIN_ALLOWED_ORIGINS (cross-site request protection)",
             )
-        if site in _REFUSED_FETCH_SITES and (origin is None or origin not in self.allowed_origins):
+        if site in _REFUSED_FETCH_SITES and (origin is None or not self.is_listed(origin)):
             raise AwsError(
                 403,
                 "AccessDeniedException",
@@ -115,9 +115,13 @@ class RequestGuard:
             address = address.ipv4_mapped
         return address.is_loopback
 
+    def is_listed(self, origin: str) -> bool:
+        """In ESJOIN_ALLOWED_ORIGINS (`*`: any origin)."""
+        return origin in self.allowed_origins or "*" in self.allowed_origins
+
     def is_allowed_origin(self, origin: str) -> bool:
         """The endpoint's own origin (a page it serves, on a local host name, on its port), or listed."""
-        if origin in self.allowed_origins or "*" in self.allowed_origins:
+        if self.is_listed(origin):
             return True
         try:
             parts = urlsplit(origin)
@@ -134,7 +138,7 @@ class RequestGuard:
     def cors_headers(self, environ: dict[str, Any]) -> list[tuple[str, str]]:
         """CORS response headers for an allow-listed foreign origin (none for same-origin requests)."""
         origin = environ.get("HTTP_ORIGIN")
-        if origin is None or (origin not in self.allowed_origins and "*" not in self.allowed_origins):
+        if origin is None or not self.is_listed(origin):
             return []
         return [
             ("Access-Control-Allow-Origin", origin),
@@ -145,7 +149,13 @@ class RequestGuard:
         ]
 
 
+STATE_LOAD_LIMIT = 2048 * MIB
+"""A state archive (POST /_esjoin/state/load) holds every record and item the endpoint had."""
+
+
 def body_limit(environ: dict[str, Any]) -> int:
+    if environ.get("PATH_INFO") == "/_esjoin/state/load":
+        return STATE_LOAD_LIMIT
     return BODY_LIMITS.get(service_of(environ), DEFAULT_BODY_LIMIT)
 
 

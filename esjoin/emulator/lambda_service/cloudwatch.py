@@ -23,7 +23,7 @@ class CloudWatchLogSink:
 
         ordered = sorted(events, key=lambda event: event[0])  # PutLogEvents wants chronological order
         try:
-            with self._moto.lock():
+            with self._moto.log_delivery_lock():
                 backend = self._moto.logs(spec.region)
                 if spec.log_group not in backend.groups:
                     backend.create_log_group(spec.log_group, tags={})

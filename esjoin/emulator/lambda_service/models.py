@@ -620,6 +620,43 @@ class LambdaBackend:
             self.mappings.pop(uuid_, None)
         return deleted
 
+    # -- state save and load (esjoin.emulator.state_archive) ------------------------------------
+
+    def export_functions(self) -> list[tuple[Function, bytes]]:
+        """Every function's configuration and its zip, for a state save."""
+        with self._lock:
+            functions = list(self.functions.values())
+        return [
+            (
+                replace(function, environment=dict(function.environment), tags=dict(function.tags)),
+                function.zip_path.read_bytes(),
+            )
+            for function in functions
+        ]
+
+    def import_function(self, function: Function, archive: bytes) -> None:
+        """A saved function, as it was (name, configuration, code), in this endpoint's account."""
+        code_dir, sha, size = self._store_code(
+            function.region, function.name, {"ZipFile": base64.b64encode(archive).decode()}
+        )
+        restored = replace(
+            function, code_dir=code_dir, code_sha256=sha, code_size=size, account_id=self.config.account_id
+        )
+        with self._lock:
+            self.functions[(function.region, function.name)] = restored
+
+    def export_event_source_mappings(self) -> list[EventSourceMapping]:
+        with self._lock:
+            return [mapping.copy() for mapping in self.mappings.values()]
+
+    def import_event_source_mapping(self, mapping: EventSourceMapping) -> None:
+        """A saved mapping under its own UUID, so its checkpoints (restored first) are the ones it reads."""
+        with self._lock:
+            mapping = mapping.copy()
+            mapping.state = CREATING
+            self.mappings[mapping.uuid] = mapping
+        self.engine.start(mapping.copy())
+
     def reset(self) -> dict[str, int]:
         """Delete every mapping (its worker stopped, its checkpoints gone) and every function (its
         workers killed, its code removed), in every region: what `POST /_esjoin/state/reset` does to

@@ -118,6 +118,23 @@ def next_kinesis_sequence_number() -> int:
         return KINESIS_SEQUENCE_BASE + next(_kinesis_sequence)
 
 
+def continue_kinesis_sequence(kinesis_regions: dict[str, Any]) -> None:
+    """After a state load: the next sequence number follows the highest one in the loaded streams, so a
+    record written now sorts after everything a mapping's checkpoint has passed (a new process counts from
+    the base again, and its records would sort, and be skipped, before the restored ones)."""
+    global _kinesis_sequence
+    highest = KINESIS_SEQUENCE_BASE
+    for backend in kinesis_regions.values():
+        for stream in backend.streams.values():
+            for shard in stream.shards.values():
+                numbers = kinesis_shard_sequence_numbers(shard)
+                if numbers:
+                    highest = max(highest, numbers[-1])
+    with _kinesis_sequence_lock:
+        current = next(_kinesis_sequence)
+        _kinesis_sequence = itertools.count(max(current, highest - KINESIS_SEQUENCE_BASE + 1))
+
+
 def kinesis_shard_sequence_numbers(shard: Any) -> list[int]:
     """A moto Kinesis shard's sequence numbers, ascending (kept by these fixes; do not change the list)."""
     return SHARD_SEQUENCE_NUMBERS.get(shard)

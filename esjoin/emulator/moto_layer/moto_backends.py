@@ -68,11 +68,15 @@ class MotoBackends:
         every poll (the generator was 2 % of the endpoint's time under the pipeline benchmark)."""
         return self._lock.exclusive() if self._lock is not None else contextlib.nullcontext()
 
-    def request_lock(self, service: str, operation: str, region: str, document: Any) -> AbstractContextManager[Any]:
+    def request_lock(
+        self, service: str, operation: str, region: str, document: Any, target_service: str | None = None
+    ) -> AbstractContextManager[Any]:
         """The lock one AWS request needs (esjoin.emulator.moto_layer.lock): a DynamoDB item operation on one table,
         and any Kinesis or SQS request, share moto with other tables and services; the rest is exclusive."""
         if self._lock is None:
             return contextlib.nullcontext()
+        if target_service is not None and target_service != service:
+            return self._lock.exclusive()  # signed for one service, routed by moto to another: serialise it
         if service in SHARED_SERVICES:
             return self._lock.shared(service)
         if service == "dynamodb" and operation in DYNAMODB_TABLE_OPERATIONS and isinstance(document, dict):
@@ -94,6 +98,30 @@ class MotoBackends:
         if len(parts) == 6 and parts[2] == "dynamodb" and parts[5].startswith("table/"):
             return self._lock.shared(f"dynamodb:{parts[3]}:{parts[5].split('/')[1]}")
         return self._lock.exclusive()
+
+    def log_delivery_lock(self) -> AbstractContextManager[Any]:
+        """A function's log lines going into CloudWatch Logs: the `logs` key, shared with other services'
+        requests but never with a Logs API request (those take the exclusive lock: a subscription filter
+        writes to Kinesis). Log groups of functions carry no subscription filter here."""
+        return self._lock.shared("logs") if self._lock is not None else contextlib.nullcontext()
+
+    def account_state(self) -> dict[str, dict[str, Any]]:
+        """This account's backends of every service, per region (for a state save; call under `lock()`)."""
+        return {
+            service: dict(backends[self.account_id])
+            for service, backends in _backend_dicts().items()
+            if self.account_id in backends
+        }
+
+    def restore_account_state(self, state: dict[str, dict[str, Any]]) -> None:
+        """Put saved backends in place of this account's (for a state load; call under `lock()`)."""
+        from esjoin.emulator.moto_layer import fixes
+
+        for service, backends in _backend_dicts().items():
+            regions = backends[self.account_id]
+            regions.clear()
+            regions.update(state.get(service, {}))
+        fixes.continue_kinesis_sequence(state.get("kinesis", {}))
 
     def warm_up(self) -> None:
         """Create moto's per-service apps now, so the first real request is not the slow one."""
@@ -127,3 +155,26 @@ class MotoBackends:
         from moto.logs.models import logs_backends
 
         return logs_backends[self.account_id][region]
+
+
+def _backend_dicts() -> dict[str, Any]:
+    """moto's BackendDict of each service the endpoint serves."""
+    from moto.cloudwatch.models import cloudwatch_backends
+    from moto.dynamodb.models import dynamodb_backends
+    from moto.dynamodbstreams.models import dynamodbstreams_backends
+    from moto.iam.models import iam_backends
+    from moto.kinesis.models import kinesis_backends
+    from moto.logs.models import logs_backends
+    from moto.sqs.models import sqs_backends
+    from moto.sts.models import sts_backends
+
+    return {
+        "kinesis": kinesis_backends,
+        "dynamodb": dynamodb_backends,
+        "dynamodbstreams": dynamodbstreams_backends,
+        "sqs": sqs_backends,
+        "logs": logs_backends,
+        "iam": iam_backends,
+        "sts": sts_backends,
+        "cloudwatch": cloudwatch_backends,
+    }

@@ -82,7 +82,7 @@ def queue_wait_and_arn(moto: MotoBackends, region: str, queue_name: str | None) 
     """The queue's ReceiveMessageWaitTimeSeconds and ARN (0, None when it does not exist)."""
     if not queue_name:
         return 0, None
-    with moto.lock():
+    with moto.lock_for(f"arn:aws:sqs:{region}:{moto.account_id}:{queue_name}"):  # SQS's own key
         try:
             queue = moto.sqs(region).get_queue(queue_name)
         except Exception:
