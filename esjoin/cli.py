@@ -152,6 +152,76 @@ def state_reset(endpoint: EndpointOption = None) -> None:
     )
 
 
+@app.command()
+def capture(
+    stream: Annotated[str, typer.Option(help="the Kinesis stream to read (every shard)")],
+    out: Annotated[Path, typer.Option(help="where to write the bundle (gzip JSON)")],
+    since: Annotated[str | None, typer.Option(help="ISO time or ms epoch to read from (default: the oldest)")] = None,
+    table: Annotated[list[str] | None, typer.Option(help="a table whose items to capture too (repeat)")] = None,
+    target: Annotated[str, typer.Option(help="local (default) | aws: a real account, read-only")] = "local",
+    region: Annotated[str, typer.Option(envvar="ESJOIN_REGION")] = "us-east-1",
+    endpoint: EndpointOption = None,
+) -> None:
+    """Read a stream's records (and tables' items) into a bundle, read-only; `esjoin replay --inputs` feeds it."""
+    from esjoin.target import AWS, Target, TargetRefused, local_target
+    from esjoin.testing.capture import CaptureError
+    from esjoin.testing.capture import capture as take
+
+    if target == AWS:
+        if endpoint:
+            raise fail("--target aws takes no --endpoint (it reads AWS's own endpoints)", 2)
+        source = Target(kind=AWS, region=region)
+    elif target == "local":
+        try:
+            source = local_target(local_endpoint(endpoint), region)
+        except TargetRefused as error:
+            raise fail(str(error), 2) from None
+    else:
+        raise fail(f"unknown target {target!r}: local or aws", 2)
+    try:
+        bundle = take(source, stream, _epoch_ms(since), table or ())
+    except CaptureError as error:
+        raise fail(str(error)) from None
+    bundle.write(out)
+    console.print(f"captured {bundle.records} records of {stream} from {source.describe()} into {out}")
+
+
+@app.command()
+def replay(
+    inputs: Annotated[Path, typer.Option(help="a bundle from `esjoin capture`")],
+    stream: Annotated[str | None, typer.Option(help="the local stream to feed (default: the captured name)")] = None,
+    region: Annotated[str, typer.Option(envvar="ESJOIN_REGION")] = "us-east-1",
+    endpoint: EndpointOption = None,
+) -> None:
+    """Feed a captured bundle into the local pipeline: records in order per shard, items into their tables."""
+    from esjoin.target import local_target
+    from esjoin.testing.capture import Bundle, CaptureError, feed
+
+    try:
+        fed = feed(Bundle.read(inputs), local_target(local_endpoint(endpoint), region), stream)
+    except CaptureError as error:
+        raise fail(str(error)) from None
+    console.print(f"fed {fed['records']} records and {fed['items']} items from {inputs}")
+
+
+def _epoch_ms(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if value.isdigit():
+        return int(value)
+    import datetime as dt
+
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise fail(
+            f"--since {value!r}: an ISO time (2026-12-04T10:00:00Z) or milliseconds since the epoch", 2
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp() * 1000)
+
+
 def running_pid() -> int | None:
     try:
         pid = int(PID_FILE.read_text().strip())
