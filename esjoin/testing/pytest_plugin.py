@@ -19,9 +19,13 @@ repository's tests/integration/conftest.py.
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -114,6 +118,53 @@ def esjoin_control(esjoin_backend: Backend) -> ControlClient:
     if esjoin_backend.control is None:
         pytest.skip(f"the {esjoin_backend.name} backend has no control API (embedded endpoint only)")
     return esjoin_backend.control
+
+
+FAILURES_DIR = Path(".esjoin") / "failures"
+"""Where a failing test on the embedded endpoint leaves what it saw (kept by .ci/run for CI artifacts)."""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A test that fails on the embedded endpoint leaves `.esjoin/failures/<test>/`: the endpoint's whole
+    state (`state.zip`, loadable with `esjoin state load`), its invocation history and fault rules, and
+    the command that runs the test again; the report names the directory."""
+    outcome = yield
+    report = outcome.get_result()
+    backend = getattr(item, "funcargs", {}).get("esjoin_backend")
+    if report.when != "call" or not report.failed or backend is None or backend.control is None:
+        return
+    try:
+        directory = record_failure(item.nodeid, backend)
+    except Exception as error:  # the test's own failure is what matters: say why nothing was kept
+        report.sections.append(("esjoin", f"could not keep the endpoint's state: {error!r}"))
+        return
+    report.sections.append(
+        (
+            "esjoin",
+            f"the endpoint's state and history: {directory}/\n"
+            f"run it again: {rerun_command(item)}\n"
+            f"look at the state: esjoin state load {directory}/state.zip",
+        )
+    )
+
+
+def record_failure(nodeid: str, backend: Backend) -> Path:
+    control = backend.control
+    assert control is not None
+    directory = FAILURES_DIR / re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[-150:]
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "history.json").write_text(json.dumps(control.history(), indent=1, default=str))
+    (directory / "faults.json").write_text(json.dumps(control.faults(), indent=1, default=str))
+    (directory / "state.zip").write_bytes(control.save_state())
+    (directory / "test.json").write_text(
+        json.dumps({"test": nodeid, "backend": backend.name, "endpoint": backend.endpoint_url}, indent=1)
+    )
+    return directory
+
+
+def rerun_command(item: pytest.Item) -> str:
+    return f"pytest {shlex.quote(item.nodeid)} --esjoin-backend {item.config.getoption(BACKEND_OPTION)}"
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -1,0 +1,49 @@
+"""A test that fails on the embedded endpoint leaves what it saw: `.esjoin/failures/<test>/` with the
+endpoint's whole state (loadable with `esjoin state load`), its history and fault rules, and the report
+prints the command that runs it again. Run as another project's suite would run it, in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+FAILING = """
+def test_a_queue_then_a_failure(esjoin_endpoint, esjoin_control):
+    esjoin_endpoint.client("sqs").create_queue(QueueName="left-behind")
+    esjoin_control.add_fault("error", function="nobody", count=1)
+    assert False, "the bug"
+
+
+def test_a_pass(esjoin_endpoint):
+    assert esjoin_endpoint.url
+"""
+
+
+def test_a_failing_test_leaves_the_endpoints_state_and_the_command_to_rerun_it(tmp_path: Path) -> None:
+    (tmp_path / "test_theirs.py").write_text(FAILING)
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("PYTEST", "ESJOIN_"))}
+    environment["ESJOIN_REUSE_ENDPOINT"] = "0"
+
+    finished = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_theirs.py"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert finished.returncode == 1, finished.stdout + finished.stderr
+    (kept,) = (tmp_path / ".esjoin" / "failures").iterdir()
+    assert "test_a_queue_then_a_failure" in kept.name
+    assert {p.name for p in kept.iterdir()} == {"state.zip", "history.json", "faults.json", "test.json"}
+    with zipfile.ZipFile(kept / "state.zip") as archive:
+        assert "manifest.json" in archive.namelist() and "moto.pickle" in archive.namelist()
+    assert b"left-behind" in zipfile.ZipFile(kept / "state.zip").read("moto.pickle")
+    assert "run it again: pytest test_theirs.py::test_a_queue_then_a_failure --esjoin-backend embedded" in (
+        finished.stdout
+    ), finished.stdout
+    assert f"esjoin state load .esjoin/failures/{kept.name}/state.zip" in finished.stdout
