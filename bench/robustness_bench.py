@@ -644,6 +644,26 @@ def rss_summary(before: dict[str, int], after: dict[str, int], sampler: RssSampl
     }
 
 
+def finish_section(
+    report: Any, rss: Any, events: int, failures: dict[str, Any], invocations: Any, note: str | None
+) -> None:
+    """What both pipeline sections end with: RSS, the failure queue, the invocations and any note."""
+    rss_measurements(report, rss, events)
+    report.add(
+        Measurement(
+            "failure queue messages at the end",
+            failures["messages"],
+            "",
+            "0",
+            failures["messages"] == 0,
+            str(failures["bySource"] or ""),
+        )
+    )
+    report.extra_tables.append(invocation_table(invocations))
+    if note:
+        report.notes.append(note)
+
+
 def rss_measurements(report: PartReport, rss: dict[str, Any], events: int) -> None:
     before, after = rss["before"], rss["after"]
     report.add(
@@ -835,20 +855,7 @@ def load(report: PartReport, settings: Settings) -> None:
             loads,
         )
     )
-    rss_measurements(report, rss, sent.events)
-    report.add(
-        Measurement(
-            "failure queue messages at the end",
-            failures["messages"],
-            "",
-            "0",
-            failures["messages"] == 0,
-            str(failures["bySource"] or ""),
-        )
-    )
-    report.extra_tables.append(invocation_table(invocations))
-    if note:
-        report.notes.append(note)
+    finish_section(report, rss, sent.events, failures, invocations, note)
 
 
 def latency_windows(events: list[PendingEvent], started_at: float, width: float) -> list[dict[str, Any]]:
@@ -1017,20 +1024,7 @@ def kill_workers(report: PartReport, settings: Settings) -> None:
             loads,
         )
     )
-    rss_measurements(report, rss, sent.events)
-    report.add(
-        Measurement(
-            "failure queue messages at the end",
-            failures["messages"],
-            "",
-            "0",
-            failures["messages"] == 0,
-            str(failures["bySource"] or ""),
-        )
-    )
-    report.extra_tables.append(invocation_table(invocations))
-    if note:
-        report.notes.append(note)
+    finish_section(report, rss, sent.events, failures, invocations, note)
     report.notes.append(
         f"The stack ran with function_timeout_seconds={settings.kill_function_timeout} (default 30), so the "
         f"snapshot and trim queues' visibility timeout is {visibility} s instead of 180 s: the messages of a "
