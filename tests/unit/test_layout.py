@@ -195,7 +195,7 @@ def test_no_file_names_a_path_outside_the_repository() -> None:
         text=True,
         check=True,
     ).stdout.split()
-    outside = re.compile(r"\.\./shared|/work/shared|shared/peers")
+    outside = re.compile(r"\.\./shared|/w[o]rk/shared|shared/peers")  # spelled so this file names no such path
     offenders = [
         name
         for name in tracked
