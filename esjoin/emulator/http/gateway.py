@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl
 
 from esjoin.emulator.aids.faults import DELAY, FaultInjector
 from esjoin.emulator.aws_errors import AwsError
-from esjoin.emulator.http.guard import RequestGuard
+from esjoin.emulator.http.guard import RequestGuard, target_service
 from esjoin.emulator.json_limits import check_json
 from esjoin.emulator.lambda_service.responses import is_lambda_request
 from esjoin.emulator.moto_layer.moto_backends import MotoBackends
@@ -189,21 +189,6 @@ def check_request(environ: dict[str, Any], service: str, body: bytes) -> Any:
     if target and body:
         return check_json(body)
     return None
-
-
-TARGET_SERVICES = {
-    "Kinesis_": "kinesis",
-    "DynamoDB_": "dynamodb",
-    "DynamoDBStreams_": "dynamodb",
-    "AmazonSQS.": "sqs",
-    "Logs_": "logs",
-}
-
-
-def target_service(environ: dict[str, Any]) -> str | None:
-    """The service moto will route a JSON-protocol request to, by its X-Amz-Target (None: not one of these)."""
-    target = environ.get("HTTP_X_AMZ_TARGET", "")
-    return next((service for prefix, service in TARGET_SERVICES.items() if target.startswith(prefix)), None)
 
 
 def operation_of(environ: dict[str, Any], body: bytes) -> tuple[str, str]:

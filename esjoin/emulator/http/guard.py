@@ -20,12 +20,12 @@ largest legitimate request (e.g. PutRecords 5 MiB, BatchWriteItem 16 MiB, a 50 M
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from esjoin.emulator.aws_errors import AwsError
+from esjoin.target import is_local_host
 
 MIB = 1024 * 1024
 
@@ -42,7 +42,7 @@ BODY_LIMITS: dict[str, int] = {
 DEFAULT_BODY_LIMIT = 1 * MIB
 """Any other request (IAM, STS, CloudWatch, unsigned ones that are refused anyway)."""
 
-_TARGET_PREFIXES = {
+TARGET_SERVICES = {
     "Kinesis_": "kinesis",
     "DynamoDB_": "dynamodb",
     "DynamoDBStreams_": "dynamodbstreams",
@@ -104,16 +104,8 @@ class RequestGuard:
             )
 
     def is_local_host(self, host: str) -> bool:
-        host = host.lower().rstrip(".")
-        if host == "localhost" or host.endswith(".localhost") or host in self.allowed_hosts:
-            return True
-        try:
-            address = ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return address.is_loopback
+        """The clients' rule (esjoin.target.is_local_host), for a Host header's name ([::1] bracketed)."""
+        return is_local_host(host.strip("[]"), self.allowed_hosts)
 
     def is_listed(self, origin: str) -> bool:
         """In ESJOIN_ALLOWED_ORIGINS (`*`: any origin)."""
@@ -170,13 +162,19 @@ def service_of(environ: dict[str, Any]) -> str:
     )
     if len(scope) >= 4:
         return scope[3].lower()
-    target = environ.get("HTTP_X_AMZ_TARGET", "")
-    for prefix, service in _TARGET_PREFIXES.items():
-        if target.startswith(prefix):
-            return service
+    service = target_service(environ)
+    if service is not None:
+        return service
     if path[:3] == "/20" and ("/functions" in path or "/event-source-mappings" in path):
         return "lambda"
     return ""
+
+
+def target_service(environ: dict[str, Any]) -> str | None:
+    """The service a JSON-protocol request names in its X-Amz-Target, the one moto routes it to (None: none
+    of these). DynamoDB Streams is `dynamodbstreams` here, though it signs as `dynamodb`."""
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    return next((service for prefix, service in TARGET_SERVICES.items() if target.startswith(prefix)), None)
 
 
 def _host_name(header: str) -> str | None:

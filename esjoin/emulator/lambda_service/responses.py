@@ -253,9 +253,8 @@ def json_body(request: Request) -> dict[str, Any]:
     if not data:
         return {}
     try:
-        check_json(data)
-        document = json.loads(data)
-    except (AwsError, ValueError) as error:
+        document = check_json(data)
+    except AwsError as error:
         raise LambdaServiceError(
             400, "InvalidRequestContentException", f"Could not parse request body into json: {error}"
         ) from None
