@@ -26,7 +26,6 @@ from rich.console import Console
 from rich.table import Table
 
 from esjoin.testing.backends import (
-    DEFAULT_ENDPOINT,
     EMBEDDED,
     LOCALSTACK,
     STATE_DIR,
@@ -34,6 +33,7 @@ from esjoin.testing.backends import (
     Backend,
     BackendError,
     answers_health,
+    configured_endpoint,
     start_embedded,
     tail,
 )
@@ -285,15 +285,10 @@ def local_endpoint(endpoint: str | None) -> str:
     (the port the endpoint itself reads), else the default. Both naming different ports is an error, not a guess."""
     from esjoin.target import TargetRefused, allowed_hosts, check_local_endpoint
 
-    port = os.environ.get("ESJOIN_PORT", "").strip()
-    if endpoint is None:
-        endpoint = f"http://127.0.0.1:{port}" if port else DEFAULT_ENDPOINT
-    elif port and str(urlsplit(endpoint.strip()).port or "") != port:
-        raise fail(
-            f"ESJOIN_PORT={port} and the endpoint {endpoint} (--endpoint or ESJOIN_ENDPOINT) name different "
-            "ports: set one of them",
-            2,
-        )
+    try:
+        endpoint = configured_endpoint({**os.environ, **({"ESJOIN_ENDPOINT": endpoint} if endpoint else {})})
+    except BackendError as error:
+        raise fail(str(error), 2) from None
     try:
         check_local_endpoint(endpoint.strip(), allowed_hosts())
     except TargetRefused as error:

@@ -180,7 +180,10 @@ def configured_endpoint(environ: dict[str, str] | None = None) -> str:
     environ = dict(os.environ) if environ is None else environ
     endpoint, port = environ.get("ESJOIN_ENDPOINT", "").strip(), environ.get("ESJOIN_PORT", "").strip()
     if endpoint and port and str(urlsplit(endpoint).port or "") != port:
-        raise BackendError(f"ESJOIN_PORT={port} and ESJOIN_ENDPOINT={endpoint} name different ports: set one of them")
+        raise BackendError(
+            f"ESJOIN_PORT={port} and the endpoint {endpoint} (ESJOIN_ENDPOINT or --endpoint) name different ports: "
+            "set one of them"
+        )
     return endpoint or (f"http://127.0.0.1:{port}" if port else DEFAULT_ENDPOINT)
 
 
