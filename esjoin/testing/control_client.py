@@ -25,12 +25,16 @@ class ControlClient:
 
     def _call(self, method: str, path: str, document: dict | None = None) -> Any:
         data = json.dumps(document).encode() if document is not None else None
+        return json.loads(self._send(method, path, data, "application/json", self.timeout) or b"null")
+
+    def _send(self, method: str, path: str, data: bytes | None, content_type: str, timeout: float) -> bytes:
+        """One request, directly (no proxy: the endpoint is local); its body, or ControlApiError."""
         request = urllib.request.Request(
-            self.base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+            self.base + path, data=data, method=method, headers={"Content-Type": content_type}
         )
         try:
-            with direct_opener().open(request, timeout=self.timeout) as response:
-                return json.loads(response.read() or b"null")
+            with direct_opener().open(request, timeout=timeout) as response:
+                return response.read()
         except urllib.error.HTTPError as error:
             detail = error.read().decode(errors="replace")
             raise ControlApiError(f"{method} {path}: HTTP {error.code}: {detail}") from None
@@ -71,28 +75,12 @@ class ControlClient:
 
     def save_state(self) -> bytes:
         """The endpoint's whole state, as an archive (esjoin/emulator/state_archive.py)."""
-        request = urllib.request.Request(self.base + "/state/save", data=b"", method="POST")
-        try:
-            with direct_opener().open(request, timeout=max(self.timeout, 120)) as response:
-                return response.read()
-        except urllib.error.HTTPError as error:
-            raise ControlApiError(
-                f"POST /state/save: HTTP {error.code}: {error.read().decode(errors='replace')}"
-            ) from None
+        return self._send("POST", "/state/save", b"", "application/json", max(self.timeout, 120))
 
     def load_state(self, archive: bytes, source: str = "the state file") -> dict:
         """Make the endpoint what a saved archive describes (all or nothing)."""
-        query = urllib.parse.urlencode({"source": source})
-        request = urllib.request.Request(
-            self.base + f"/state/load?{query}", data=archive, method="POST", headers={"Content-Type": "application/zip"}
-        )
-        try:
-            with direct_opener().open(request, timeout=max(self.timeout, 300)) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            raise ControlApiError(
-                f"POST /state/load: HTTP {error.code}: {error.read().decode(errors='replace')}"
-            ) from None
+        path = "/state/load?" + urllib.parse.urlencode({"source": source})
+        return json.loads(self._send("POST", path, archive, "application/zip", max(self.timeout, 300)))
 
     def reset_state(self) -> dict:
         """Empty the endpoint (functions, mappings, streams, tables, queues, history, faults) without a restart."""
