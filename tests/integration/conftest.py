@@ -29,18 +29,9 @@ from esjoin.testing.backends import EMBEDDED, STATE_DIR, Backend
 from esjoin.testing.control_client import ControlClient
 from esjoin.testing.pipeline import Pipeline
 from esjoin.testing.pytest_plugin import LONG_OPTION, STAGE_OPTION
+from tests.integration.support.own_endpoint import TEST_SETTINGS
 from tests.integration.support.scenario import Faults
 
-# The stage every scenario shares: a 2-second snapshot horizon (the default is 60 s) so snapshots
-# and trims happen within a test; a low snapshot threshold so the trigger asks for them; a short
-# function timeout so a failed SQS message is retried within seconds (visibility = 6 x timeout).
-TEST_SETTINGS: dict[str, Any] = {
-    "shard_count": 2,
-    "snapshot_horizon_seconds": 2,
-    "snapshot_threshold": 5,
-    "function_timeout_seconds": 5,
-    "function_log_level": "INFO",
-}
 DEFAULT_TEST_STAGE = "test"
 
 BROKEN_STAGE_SETTINGS: dict[str, Any] = {

@@ -10,29 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from esjoin.target import local_target
-from esjoin.testing.backends import EMBEDDED, TIMING, Backend, free_port, start_embedded
+from esjoin.testing.backends import Backend
 from esjoin.testing.capture import Bundle, CaptureError, capture, feed
 from esjoin.testing.checks import assert_converged
-from esjoin.testing.control_client import ControlClient
 from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
 from esjoin.testing.pipeline import EventLog, Pipeline
-from tests.integration.conftest import TEST_SETTINGS
-
-REGION = "us-east-1"
+from tests.integration.support.own_endpoint import deploy_demo, own_backend
 
 
 def deployed(directory: Path, stage: str) -> tuple[Backend, Pipeline, EventLog]:
-    from infra.bootstrap import apply
-    from infra.settings import StackSettings
-    from infra.stack import build_stack
-
-    process, url = start_embedded(free_port(), directory / "state", directory / "emulator.log")
-    backend = Backend(EMBEDDED, local_target(url, REGION), TIMING[EMBEDDED], ControlClient(url), _process=process)
-    settings = StackSettings.from_env(environ={}, overrides={**TEST_SETTINGS, "stage": stage, "region": REGION})
-    outputs = apply(build_stack(settings), backend.target, outputs_path=directory / "outputs.json")
+    backend = own_backend(directory)
     log = EventLog()
-    return backend, Pipeline(backend, outputs, log), log
+    return backend, Pipeline(backend, deploy_demo(backend, stage, directory), log), log
 
 
 @pytest.mark.embedded_only("starts two embedded endpoints of its own")

@@ -13,20 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from esjoin.target import local_target
-from esjoin.testing.backends import EMBEDDED, TIMING, Backend, free_port, start_embedded
+from esjoin.testing.backends import free_port
 from esjoin.testing.checks import assert_converged
 from esjoin.testing.control_client import ControlClient
 from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
 from esjoin.testing.pipeline import EventLog, Pipeline
-from tests.integration.conftest import TEST_SETTINGS
-
-REGION = "us-east-1"
-
-
-def start(port: int, directory: Path) -> Backend:
-    process, url = start_embedded(port, directory / "state", directory / "emulator.log")
-    return Backend(EMBEDDED, local_target(url, REGION), TIMING[EMBEDDED], ControlClient(url), _process=process)
+from tests.integration.support.own_endpoint import deploy_demo, own_backend
 
 
 def some_events(user: str, name: str, count: int) -> list[dict]:
@@ -39,16 +31,11 @@ def some_events(user: str, name: str, count: int) -> list[dict]:
 
 @pytest.mark.embedded_only("saves and loads the embedded endpoint's state")
 def test_a_saved_pipeline_goes_on_in_a_new_endpoint(tmp_path: Path, new_user) -> None:
-    from infra.bootstrap import apply
-    from infra.settings import StackSettings
-    from infra.stack import build_stack
-
     port = free_port()
-    before = start(port, tmp_path / "before")
+    before = own_backend(tmp_path / "before", port)
     log = EventLog()
     try:
-        settings = StackSettings.from_env(environ={}, overrides={**TEST_SETTINGS, "stage": "moved", "region": REGION})
-        outputs = apply(build_stack(settings), before.target, outputs_path=tmp_path / "outputs.json")
+        outputs = deploy_demo(before, "moved", tmp_path)
         pipeline = Pipeline(before, outputs, log)
         alice, bob = new_user("alice"), new_user("bob")
         pipeline.put_events(some_events(alice, "Alice", 12) + some_events(bob, "Bob", 8))
@@ -58,7 +45,7 @@ def test_a_saved_pipeline_goes_on_in_a_new_endpoint(tmp_path: Path, new_user) ->
     finally:
         before.stop()
 
-    after = start(port, tmp_path / "after")
+    after = own_backend(tmp_path / "after", port)
     try:
         loaded = ControlClient(after.endpoint_url).load_state(archive, "moved.zip")
         assert loaded["functions"] == 5 and loaded["eventSourceMappings"] == 4, loaded
