@@ -1,7 +1,8 @@
 """`python -m bench [emulator|pipeline|smoke|robustness] [--quick] [--endpoint URL ...]`: run the benchmarks.
 
 With no part, emulator, pipeline and smoke run one after another (each on an endpoint of its own);
-robustness (about seven minutes: lock hold, sustained load, killed workers) runs only when named.
+robustness (about seven minutes: lock hold, sustained load, killed workers) and deterministic (about
+ten: deterministic mode's cost, virtual time, exploration, trace size) run only when named.
 Each part prints its Markdown table and writes `bench/results/<part>.json` and `.md`. `--quick` runs
 smaller samples (a check that the benchmarks work, not figures to quote). `--only` runs some sections
 of the emulator part (startup, calls, two_hop, throughput) or of the robustness part (lock_hold, load,
@@ -16,7 +17,7 @@ import sys
 import time
 
 PARTS = ("emulator", "pipeline", "smoke")  # what runs with no part named
-EXPLICIT_PARTS = ("robustness",)  # too long for every run: only when named
+EXPLICIT_PARTS = ("robustness", "deterministic")  # too long for every run: only when named
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -62,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"bench: unknown robustness section(s): {', '.join(sorted(unknown))}", file=sys.stderr)
                 return 2
             report = robustness_bench.run(args.quick, sections)
+        elif part == "deterministic":
+            from bench import deterministic_bench
+
+            report = deterministic_bench.run(args.quick)
         elif part == "pipeline":
             from bench import pipeline_bench
 

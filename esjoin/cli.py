@@ -188,20 +188,153 @@ def capture(
 
 @app.command()
 def replay(
-    inputs: Annotated[Path, typer.Option(help="a bundle from `esjoin capture`")],
-    stream: Annotated[str | None, typer.Option(help="the local stream to feed (default: the captured name)")] = None,
+    trace: Annotated[Path | None, typer.Argument(help="a trace (`esjoin trace save`, a failure record)")] = None,
+    until: Annotated[int | None, typer.Option(help="stop after this step (default: the recording's last)")] = None,
+    check: Annotated[bool, typer.Option(help="fail unless the run matches the recording line for line")] = False,
+    keep: Annotated[
+        bool, typer.Option(help="leave the replayed endpoint running, to inspect (Ctrl-C stops it)")
+    ] = False,
+    inputs: Annotated[Path | None, typer.Option(help="instead: a bundle from `esjoin capture` to feed")] = None,
+    stream: Annotated[
+        str | None, typer.Option(help="--inputs: the stream to feed (default: the captured name)")
+    ] = None,
     region: Annotated[str, typer.Option(envvar="ESJOIN_REGION")] = "us-east-1",
     endpoint: EndpointOption = None,
 ) -> None:
-    """Feed a captured bundle into the local pipeline: records in order per shard, items into their tables."""
-    from esjoin.target import local_target
-    from esjoin.testing.capture import Bundle, CaptureError, feed
+    """Replay a trace on a fresh deterministic endpoint of its own and report (--check: exactly); or, with
+    --inputs, feed a captured bundle into the endpoint (in order per shard; scripted under its seed when
+    the endpoint is deterministic)."""
+    if (trace is None) == (inputs is None):
+        raise fail("give a TRACE to replay, or --inputs BUNDLE to feed", 2)
+    if inputs is not None:
+        feed_bundle(inputs, stream, region, local_endpoint(endpoint))
+        return
+    assert trace is not None
+    replay_trace_command(trace, until, check, keep)
 
+
+def feed_bundle(inputs: Path, stream: str | None, region: str, endpoint: str) -> None:
+    from esjoin.target import local_target
+    from esjoin.testing.capture import Bundle, CaptureError, feed, feed_scripted
+
+    target = local_target(endpoint, region)
     try:
-        fed = feed(Bundle.read(inputs), local_target(local_endpoint(endpoint), region), stream)
-    except CaptureError as error:
+        bundle = Bundle.read(inputs)
+        if (ControlClient(endpoint).health().get("deterministic") or {}).get("seed") is not None:
+            fed = feed_scripted(bundle, Backend(EMBEDDED, target, TIMING[EMBEDDED], ControlClient(endpoint)), stream)
+            console.print(f"submitted {fed['records']} records and {fed['items']} items from {inputs} as inputs")
+            return
+        fed = feed(bundle, target, stream)
+    except (CaptureError, OSError, ControlApiError) as error:
         raise fail(str(error)) from None
     console.print(f"fed {fed['records']} records and {fed['items']} items from {inputs}")
+
+
+def replay_trace_command(path: Path, until: int | None, check: bool, keep: bool) -> None:
+    from esjoin.emulator.aids.trace import TraceError, first_difference, parse_trace, read_trace
+    from esjoin.testing.reproduce import demo_report, replay_endpoint, trace_summary
+
+    demo_project()
+    try:
+        recorded = read_trace(path)
+    except TraceError as error:
+        raise fail(str(error), 2) from None
+    summary = trace_summary(recorded)
+    console.print(
+        f"replaying {path}: seed {summary['seed']}, {summary['steps']} steps, pace {recorded.header.get('pace')}"
+    )
+    with replay_endpoint(path, until) as backend:
+        schedule = backend.control.schedule()
+        replayed = parse_trace(backend.control.trace(), f"the replay of {path}")
+        difference = first_difference(recorded, replayed, until)
+        divergence = schedule.get("divergence")
+        console.print(f"replayed to step {schedule['step']} on {backend.endpoint_url}")
+        if divergence:
+            console.print(
+                f"[red]diverged at step {divergence['step']}[/red]: expected {divergence['expected']}, "
+                f"found {divergence['actual']}",
+                highlight=False,
+            )
+        elif difference:
+            console.print(
+                f"[red]differs at step {difference['step']} (line {difference['line']})[/red]:\n"
+                f"  expected {json.dumps(difference['expected'])[:600]}\n"
+                f"  actual   {json.dumps(difference['actual'])[:600]}",
+                highlight=False,
+            )
+        else:
+            console.print(
+                "[green]exact[/green]: every decision, delivery and answer as recorded, to step "
+                f"{until or recorded.last_step}"
+            )
+        for stage, problems in demo_report(backend).items():
+            console.print(f"stage {stage}:")
+            for problem in problems:
+                console.print(f"  {problem}", highlight=False)
+        if keep:
+            console.print(
+                f"the replayed endpoint is at {backend.endpoint_url} (held at its last step); Ctrl-C stops it"
+            )
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+    if check and (divergence or difference):
+        raise typer.Exit(1)
+
+
+trace_app = typer.Typer(no_args_is_help=True, help="a deterministic endpoint's trace")
+app.add_typer(trace_app, name="trace")
+
+
+@trace_app.command("save")
+def trace_save(
+    file: Annotated[Path, typer.Argument(help="where to write the trace (gzip JSON lines)")],
+    endpoint: EndpointOption = None,
+) -> None:
+    """The trace of a deterministic endpoint (started with --seed or ESJOIN_SEED), into FILE."""
+    control = ControlClient(local_endpoint(endpoint))
+    try:
+        data = control.trace()
+    except (OSError, ControlApiError) as error:
+        raise fail(f"cannot read the trace: {error}") from None
+    file.write_bytes(data)
+    console.print(f"saved {len(data):,} bytes to {file}; `esjoin replay {file} --check` replays it")
+
+
+@app.command()
+def explore(
+    scenario: Annotated[str, typer.Argument(help="snapshot-race | late-events")],
+    seeds: Annotated[int, typer.Option(help="how many seeds (1..N)")] = 20,
+    first: Annotated[int, typer.Option(help="the first seed")] = 1,
+    snapshot_mode: Annotated[str, typer.Option(help="safe | original (the original example's logic)")] = "safe",
+    out: Annotated[Path, typer.Option(help="where failing seeds' traces go")] = Path(".esjoin/explore"),
+) -> None:
+    """Run a stock scenario under many seeds, each on a fresh deterministic endpoint; report failing seeds."""
+    from esjoin.testing.explore import SCENARIOS, Exploration
+
+    demo_project()
+    if scenario not in SCENARIOS:
+        raise fail(f"unknown scenario {scenario!r}: {', '.join(SCENARIOS)}", 2)
+    exploration = Exploration(out / f"{scenario}-{snapshot_mode}", stage_settings={"snapshot_mode": snapshot_mode})
+    failing = []
+    started = time.monotonic()
+    for result in exploration.run(SCENARIOS[scenario], range(first, first + seeds)):
+        mark = "[red]FAIL[/red]" if result.failed else "[green]ok[/green]"
+        console.print(f"seed {result.seed}: {mark} {result.steps} steps, {result.seconds:.1f} s", highlight=False)
+        for problem in result.problems[:3]:
+            console.print(f"    {problem}", highlight=False)
+        if result.failed:
+            failing.append(result)
+    minutes = (time.monotonic() - started) / 60
+    console.print(
+        f"{seeds} seeds in {minutes:.1f} min ({seeds / minutes:.0f} schedules a minute); {len(failing)} failing"
+    )
+    for result in failing:
+        console.print(f"  seed {result.seed}: esjoin replay {result.trace} --check", highlight=False)
+    if failing:
+        raise typer.Exit(1)
 
 
 def _epoch_ms(value: str | None) -> int | None:

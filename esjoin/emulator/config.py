@@ -58,6 +58,12 @@ class EmulatorConfig:
     """ESJOIN_IDLE_TIMEOUT_SECONDS: a connection silent this long (idle keep-alive, half-open, slow) is closed."""
     max_connections: int = 512
     """ESJOIN_MAX_CONNECTIONS: open client connections at once (one thread each); more are closed at once."""
+    seed: int | None = None
+    """ESJOIN_SEED: deterministic mode with this seed (docs/reproduce.md); unset: fast mode."""
+    pace: str = "wall"
+    """ESJOIN_PACE (deterministic mode): `wall` (a live client drives it) or `virtual` (nothing waits)."""
+    clock_start_ms: int | None = None
+    """ESJOIN_CLOCK_START_MS (deterministic mode): the virtual clock's start, epoch ms (default: now)."""
 
     _ENV = {
         "host": ("ESJOIN_HOST", str),
@@ -75,6 +81,9 @@ class EmulatorConfig:
         "allowed_origins": ("ESJOIN_ALLOWED_ORIGINS", split_origins),
         "idle_timeout_seconds": ("ESJOIN_IDLE_TIMEOUT_SECONDS", float),
         "max_connections": ("ESJOIN_MAX_CONNECTIONS", int),
+        "seed": ("ESJOIN_SEED", int),
+        "pace": ("ESJOIN_PACE", str),
+        "clock_start_ms": ("ESJOIN_CLOCK_START_MS", int),
     }
 
     @classmethod
@@ -107,6 +116,10 @@ class EmulatorConfig:
             raise ValueError("ESJOIN_LAMBDA_MAX_CONCURRENCY must be at least 1")
         if self.idle_timeout_seconds <= 0 or self.max_connections < 1:
             raise ValueError("ESJOIN_IDLE_TIMEOUT_SECONDS and ESJOIN_MAX_CONNECTIONS must be positive")
+        if self.pace not in ("wall", "virtual"):
+            raise ValueError(f"ESJOIN_PACE must be 'wall' or 'virtual', not {self.pace!r}")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise ValueError(f"ESJOIN_SEED must be an integer from 0 to 2**63 - 1, not {self.seed}")
 
     @property
     def endpoint_url(self) -> str:

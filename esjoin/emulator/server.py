@@ -18,11 +18,14 @@ from typing import Any
 
 from esjoin.emulator.aids.faults import FaultInjector
 from esjoin.emulator.aids.history import InvocationHistory
+from esjoin.emulator.aids.schedule import Follow, Scheduler
+from esjoin.emulator.aids.trace import Trace
 from esjoin.emulator.config import EmulatorConfig
 from esjoin.emulator.http.control import ControlApi
 from esjoin.emulator.http.endpoint_server import EndpointServer
 from esjoin.emulator.http.gateway import Gateway
 from esjoin.emulator.http.guard import RequestGuard
+from esjoin.emulator.http.scheduled import ScheduledGateway
 from esjoin.emulator.lambda_service.models import LambdaBackend
 from esjoin.emulator.lambda_service.responses import LambdaResponses
 from esjoin.emulator.moto_layer.moto_backends import MOTO_SERVICES, MotoBackends
@@ -52,6 +55,17 @@ class Emulator:
         self.guard = RequestGuard(
             port=config.port, allowed_hosts=config.allowed_hosts, allowed_origins=config.allowed_origins
         )
+        self.scheduler = (
+            Scheduler(
+                config.seed,
+                clock_start_ms=config.clock_start_ms,
+                pace=config.pace,
+                header={"esjoin": VERSION, "moto": moto_version()},
+            )
+            if config.seed is not None
+            else None
+        )  # deterministic mode (aids/schedule.py); None: fast mode, which pays nothing for it
+        self._replaying: tuple[Trace, int | None] | None = None
         self.lambda_backend: LambdaBackend | None = None  # built by start(), once the state dir is ours
         self.gateway: Gateway | None = None
         self._state_lock = StateDirLock(config.state_dir)
@@ -107,7 +121,15 @@ class Emulator:
             raise
         for stale in ("functions", "checkpoints"):  # state is in memory: what the last run left is unreadable
             shutil.rmtree(self.config.state_dir / stale, ignore_errors=True)
-        self.lambda_backend = LambdaBackend(self.config, self.moto, self.history, self.faults)
+        if self.scheduler is not None:
+            if self._replaying is not None:
+                trace, until = self._replaying
+                self.scheduler.follow(
+                    Follow(trace.decisions(), until_step=until if until is not None else trace.last_step)
+                )
+                self.scheduler.replay_blobs = trace.blobs
+            self.scheduler.start()
+        self.lambda_backend = LambdaBackend(self.config, self.moto, self.history, self.faults, self.scheduler)
         self.gateway = Gateway(
             self.moto,
             LambdaResponses(self.lambda_backend, self.config.region),
@@ -115,7 +137,11 @@ class Emulator:
             self.config.region,
             self.faults,
             self.guard,
+            self.scheduler,
         )
+        if self.scheduler is not None:
+            self.gateway = ScheduledGateway(self.gateway, self.scheduler, self.endpoint_url)
+            self.scheduler.run()
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="esjoin-http", daemon=True
         )
@@ -123,10 +149,20 @@ class Emulator:
         self.started_at = time.time()
         self.ready = True
         log.info("esjoin endpoint ready on %s in %.2f s", self.endpoint_url, time.monotonic() - t0)
+        if self.scheduler is not None:  # nothing may run beside the schedule: warm up before serving
+            self._prepare_first_requests(freeze_gc)
+            return
         self._warm_up = threading.Thread(
             target=self._prepare_first_requests, args=(freeze_gc,), name="esjoin-warm-up", daemon=True
         )
         self._warm_up.start()
+
+    def replay(self, trace: Trace, until: int | None = None) -> None:
+        """Before start(): follow a recorded trace's decisions (the endpoint must have its seed), up to
+        step `until` (default: the recording's last), then hold; aids/schedule.py."""
+        if self.scheduler is None or self.scheduler.seed != trace.seed:
+            raise ValueError(f"{trace.path}: replay needs an endpoint with the trace's seed ({trace.seed})")
+        self._replaying = (trace, until)
 
     def _prepare_first_requests(self, freeze_gc: bool) -> None:
         try:
@@ -146,6 +182,8 @@ class Emulator:
         self.ready = False
         if self._warm_up is not None:
             self._warm_up.join(timeout=10)
+        if self.scheduler is not None:
+            self.scheduler.stop()  # from here on everything runs free, to wind up
         if self.lambda_backend is not None:
             self.lambda_backend.shutdown()
         self.moto.close()
@@ -217,6 +255,9 @@ class Emulator:
             "serializeWrites": self.config.serialize_writes,
             "uptimeSeconds": round(time.time() - self.started_at, 3) if self.started_at else 0,
             "services": services,
+            "deterministic": None
+            if self.scheduler is None
+            else {"seed": self.scheduler.seed, "pace": self.scheduler.pace, "clockMs": self.scheduler.now_ms},
         }
 
     def quiescence(self) -> dict[str, Any]:
@@ -231,9 +272,19 @@ class Emulator:
         engine_idle = engine.is_idle()
         after = self.lambda_backend.activity()
         quiescent = engine_idle and before == after and after["inFlight"] == 0 and after["asyncPending"] == 0
-        return {"quiescent": quiescent, "mappingsIdle": mappings_idle, **after}
+        document = {"quiescent": quiescent, "mappingsIdle": mappings_idle, **after}
+        if self.scheduler is not None:  # and no actor can run, no timer is pending
+            document["settled"] = self.scheduler.settled()
+            document["quiescent"] = quiescent and document["settled"]
+        return document
 
 
 def _freeze_after_full_collection(phase: str, info: dict[str, Any]) -> None:
     if phase == "stop" and info.get("generation") == 2:
         gc.freeze()
+
+
+def moto_version() -> str:
+    from importlib.metadata import version
+
+    return version("moto")

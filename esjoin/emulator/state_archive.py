@@ -96,6 +96,9 @@ def save(emulator: Emulator) -> bytes:
         engine.pause(uuid)
     try:
         deadline = time.monotonic() + QUIET_WAIT_SECONDS
+        scheduler = emulator.scheduler
+        if scheduler is not None:  # deterministic mode: the invocations run while this request waits
+            scheduler.wait_until("save: invocations to end", lambda: not backend.activity()["inFlight"])
         while backend.activity()["inFlight"] and time.monotonic() < deadline:
             time.sleep(0.02)  # invocations end on their own threads; nothing to wait on but the count
         if backend.activity()["inFlight"]:

@@ -106,8 +106,9 @@ def start_embedded(
     extra_env: dict[str, str] | None = None,
     detach: bool = False,
     deadline: float = 30.0,
+    args: list[str] | None = None,
 ) -> tuple[subprocess.Popen, str]:
-    """Start `python -m esjoin.emulator` on 127.0.0.1:<port>; return once /_esjoin/health says ready."""
+    """Start `python -m esjoin.emulator [args]` on 127.0.0.1:<port>; return once /_esjoin/health says ready."""
     endpoint = f"http://127.0.0.1:{port}"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {
@@ -119,7 +120,7 @@ def start_embedded(
     }
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "esjoin.emulator"],
+            [sys.executable, "-m", "esjoin.emulator", *(args or [])],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -122,6 +122,30 @@ def feed(bundle: Bundle, target: Target, stream: str | None = None) -> dict[str,
     return {"records": len(ordered), "items": items}
 
 
+def feed_scripted(bundle: Bundle, backend: Any, stream: str | None = None) -> dict[str, int]:
+    """feed() for a deterministic endpoint: the same puts, submitted as scripted inputs, so its seed
+    decides where each is admitted among the pipeline's steps (esjoin.testing.reproduce.Script)."""
+    from esjoin.testing.reproduce import Script
+
+    script = Script(backend)
+    name = stream or bundle.document["stream"]
+    ordered = list(_merged(bundle.document["shards"]))
+    kinesis, dynamodb = script.client("kinesis"), script.client("dynamodb")
+    for start in range(0, len(ordered), PUT_BATCH):
+        records = [
+            {"Data": base64.b64decode(r["data"]), "PartitionKey": r["partitionKey"]}
+            for r in ordered[start : start + PUT_BATCH]
+        ]
+        kinesis.put_records(StreamName=name, Records=records)
+    items = 0
+    for table, rows in bundle.document.get("tables", {}).items():
+        for item in rows:
+            dynamodb.put_item(TableName=table, Item=item)
+            items += 1
+    backend.control.submit_inputs(script.requests, script.blobs)
+    return {"records": len(ordered), "items": items}
+
+
 def _shard_ids(kinesis: Any, stream: str) -> list[str]:
     ids: list[str] = []
     arguments: dict[str, Any] = {"StreamName": stream}

@@ -5,6 +5,7 @@ control API is on this machine, where no proxy can reach it."""
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.error
 import urllib.parse
@@ -114,3 +115,18 @@ class ControlClient:
 
     def duplicate_next(self, uuid: str, count: int = 1) -> dict:
         return self._call("POST", f"/mappings/{uuid}/duplicate", {"count": count})
+
+    # -- deterministic mode (docs/reproduce.md) ----------------------------------------------------
+
+    def schedule(self) -> dict:
+        """Seed, step, virtual clock, actors, and a replay's divergence."""
+        return self._call("GET", "/schedule")
+
+    def trace(self) -> bytes:
+        """The trace so far: gzip-compressed JSON lines."""
+        return self._send("GET", "/trace", None, "application/json", max(self.timeout, 120))
+
+    def submit_inputs(self, requests: list[dict], blobs: dict[str, bytes] | None = None) -> int:
+        """Scripted outside requests the seed admits one after the other (esjoin.testing.reproduce)."""
+        encoded = {digest: base64.b64encode(data).decode() for digest, data in (blobs or {}).items()}
+        return self._call("POST", "/schedule/inputs", {"requests": requests, "blobs": encoded})["submitted"]

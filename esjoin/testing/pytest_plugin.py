@@ -2,7 +2,8 @@
 
 Every option is prefixed, so a project whose own conftest defines `--backend` or `--stage` is not
 disturbed: --esjoin-backend embedded|localstack|aws (or ESJOIN_BACKEND), --esjoin-aws-opt-in,
---esjoin-stage, --esjoin-long. Nothing here imports the demo application (`infra`, `lambdas`).
+--esjoin-stage, --esjoin-long, --esjoin-seed (or ESJOIN_SEED: the embedded endpoint in deterministic
+mode), --esjoin-explore K (seeds per exploring scenario). Nothing here imports the demo application.
 
 Fixtures, for any functions and any stack:
     esjoin_backend    the session's Backend: embedded (reused if one is up, else started for the
@@ -37,6 +38,9 @@ BACKEND_OPTION = "--esjoin-backend"
 AWS_OPT_IN_OPTION = "--esjoin-aws-opt-in"
 STAGE_OPTION = "--esjoin-stage"
 LONG_OPTION = "--esjoin-long"
+SEED_OPTION = "--esjoin-seed"
+EXPLORE_OPTION = "--esjoin-explore"
+DEFAULT_EXPLORE_SEEDS = 10
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -64,10 +68,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="soak: generated (Hypothesis) suites run many more and longer examples",
     )
+    group.addoption(
+        SEED_OPTION,
+        type=int,
+        default=int(os.environ["ESJOIN_SEED"]) if os.environ.get("ESJOIN_SEED", "").isdigit() else None,
+        help="run the embedded endpoint in deterministic mode with this seed (ESJOIN_SEED); a failing "
+        "test's record then holds the trace that replays it",
+    )
+    group.addoption(
+        EXPLORE_OPTION,
+        type=int,
+        default=DEFAULT_EXPLORE_SEEDS,
+        help=f"seeds each exploring scenario runs under (default {DEFAULT_EXPLORE_SEEDS})",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "embedded_only(reason): needs the embedded endpoint's control API")
+    seed = config.getoption(SEED_OPTION, None)
+    if seed is not None:
+        os.environ["ESJOIN_SEED"] = str(seed)  # the endpoint the session starts inherits it
+
+
+@pytest.fixture(scope="session")
+def esjoin_explore_seeds(request: pytest.FixtureRequest) -> int:
+    """How many seeds an exploring scenario runs under (--esjoin-explore)."""
+    return max(1, int(request.config.getoption(EXPLORE_OPTION)))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -86,6 +112,14 @@ def esjoin_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
         )
     except BackendError as error:
         pytest.exit(f"esjoin: backend {name!r} unavailable: {error}", returncode=2)
+    seed = request.config.getoption(SEED_OPTION)
+    if seed is not None and opened.control is not None and deterministic_seed(opened) != seed:
+        opened.stop()
+        pytest.exit(
+            f"esjoin: {SEED_OPTION} {seed}, but the endpoint at {opened.endpoint_url} is not running with that "
+            "seed (it was already up): stop it (`make down`) or set ESJOIN_REUSE_ENDPOINT=0",
+            returncode=2,
+        )
     yield opened
     opened.stop()
 
@@ -139,14 +173,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     except Exception as error:  # the test's own failure is what matters: say why nothing was kept
         report.sections.append(("esjoin", f"could not keep the endpoint's state: {error!r}"))
         return
+    reproduce = reproduce_command(directory)
     report.sections.append(
         (
             "esjoin",
             f"the endpoint's state and history: {directory}/\n"
-            f"run it again: {rerun_command(item)}\n"
+            + (f"reproduce it exactly: {reproduce}\n" if reproduce else "")
+            + f"run it again: {rerun_command(item)}\n"
             f"look at the state: esjoin state load {directory}/state.zip",
         )
     )
+
+
+def deterministic_seed(backend: Backend) -> int | None:
+    """The seed of a deterministic embedded endpoint (None: fast mode, or not the embedded endpoint)."""
+    if backend.control is None:
+        return None
+    return (backend.control.health().get("deterministic") or {}).get("seed")
 
 
 def record_failure(nodeid: str, backend: Backend) -> Path:
@@ -154,19 +197,36 @@ def record_failure(nodeid: str, backend: Backend) -> Path:
     assert control is not None
     directory = FAILURES_DIR / re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[-150:]
     directory.mkdir(parents=True, exist_ok=True)
+    seed = deterministic_seed(backend)
+    if seed is not None:  # first, so the trace ends where the test failed
+        (directory / "trace.jsonl.gz").write_bytes(control.trace())
     (directory / "history.json").write_text(json.dumps(control.history(), indent=1, default=str))
     (directory / "faults.json").write_text(json.dumps(control.faults(), indent=1, default=str))
     (directory / "state.zip").write_bytes(control.save_state())
     (directory / "test.json").write_text(
-        json.dumps({"test": nodeid, "backend": backend.name, "endpoint": backend.endpoint_url}, indent=1)
+        json.dumps({"test": nodeid, "backend": backend.name, "endpoint": backend.endpoint_url, "seed": seed}, indent=1)
     )
     return directory
 
 
+def reproduce_command(directory: Path) -> str | None:
+    """The one command that brings a failure back, when its record holds a trace."""
+    trace = directory / "trace.jsonl.gz"
+    return f"esjoin replay {trace} --check" if trace.is_file() else None
+
+
 def rerun_command(item: pytest.Item) -> str:
-    return f"pytest {shlex.quote(item.nodeid)} --esjoin-backend {item.config.getoption(BACKEND_OPTION)}"
+    seed = item.config.getoption(SEED_OPTION)
+    return f"pytest {shlex.quote(item.nodeid)} --esjoin-backend {item.config.getoption(BACKEND_OPTION)}" + (
+        f" {SEED_OPTION} {seed}" if seed is not None else ""
+    )
 
 
 def pytest_report_header(config: pytest.Config) -> str:
     backend = config.getoption(BACKEND_OPTION)
-    return f"esjoin backend: {backend}" + (" (real AWS account!)" if backend == AWS else "")
+    seed = config.getoption(SEED_OPTION)
+    return (
+        f"esjoin backend: {backend}"
+        + (" (real AWS account!)" if backend == AWS else "")
+        + (f", deterministic mode, seed {seed}" if seed is not None else "")
+    )

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from esjoin.emulator.aids.schedule import Scheduler
 from esjoin.emulator.config import EmulatorConfig
 from esjoin.emulator.event_source_mapping.checkpoints import CheckpointStore
 from esjoin.emulator.event_source_mapping.mapping import EventSourceMapping
@@ -39,6 +40,7 @@ class EventSourceMappingEngine:
         invoke: Invoker,
         on_change: Callable[[str, dict], None],
         invoke_identity_arn: Callable[[str], str] | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
         """`invoke_identity_arn(function_arn)`, optional: the function's execution role, which Kinesis
         events carry as invokeIdentityArn (default: arn:aws:iam::<account>:role/lambda-role)."""
@@ -49,6 +51,7 @@ class EventSourceMappingEngine:
             checkpoints=CheckpointStore(config.state_dir / "checkpoints"),
             timing=PollTiming.for_mode(config.timing),
             invoke_identity_arn=invoke_identity_arn or default_role,
+            scheduler=scheduler,
         )
         self._workers: dict[str, MappingWorker] = {}
         self._lock = threading.Lock()

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from esjoin.emulator.aids.schedule import Actor, Scheduler
 from esjoin.emulator.event_source_mapping.checkpoints import CheckpointStore
 from esjoin.emulator.event_source_mapping.mapping import DISABLED, DYNAMODB, ENABLED, KINESIS, EventSourceMapping
 from esjoin.emulator.event_source_mapping.pollers.base import Poller, PollerContext
@@ -64,6 +65,7 @@ class EngineContext:
     checkpoints: CheckpointStore
     timing: PollTiming
     invoke_identity_arn: Callable[[str], str]
+    scheduler: Scheduler | None = None  # deterministic mode: every step is granted (aids/schedule.py)
 
 
 def make_poller(
@@ -113,6 +115,7 @@ class MappingWorker:
         )
         self._stop_listening: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._run, name=f"esm-{mapping.uuid[:8]}", daemon=True)
+        self._actor: Actor | None = None  # deterministic mode: this worker as the scheduler's actor
 
     # -- lifecycle (called by the engine) --------------------------------------------------------
 
@@ -124,6 +127,8 @@ class MappingWorker:
             self._report(state=ENABLED if self.mapping.enabled else DISABLED)
             self._publish()
         self._flush_reports()
+        if self.engine.scheduler is not None:
+            self._actor = self.engine.scheduler.spawn("esm")
         self._thread.start()
 
     def update(self, mapping: EventSourceMapping) -> None:
@@ -181,6 +186,9 @@ class MappingWorker:
             self._idle_view = dataclasses.replace(self._idle_view, held=True)
 
     def join(self, timeout: float | None = None) -> None:
+        scheduler, actor = self.engine.scheduler, self._actor
+        if scheduler is not None and actor is not None:  # the worker stops when granted: let it
+            scheduler.wait_until(f"stop {actor.name}", lambda: scheduler.done(actor))
         self._thread.join(timeout)
         self._listen_no_more()
         with self._wake:
@@ -241,6 +249,8 @@ class MappingWorker:
     # -- the worker thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
+        if self._actor is not None and self._run_scheduled(self._actor):
+            return
         log.debug(
             "mapping %s: worker started for %s -> %s",
             self.uuid,
@@ -270,6 +280,42 @@ class MappingWorker:
             finally:
                 self._flush_reports()
         log.debug("mapping %s: worker stopped", self.uuid)
+
+    def _run_scheduled(self, actor: Actor) -> bool:
+        """Deterministic mode: the same steps, each one granted by the scheduler; deadlines are virtual.
+        True once the worker is done; False when the scheduler stopped first (the endpoint is stopping:
+        the worker goes on unscheduled)."""
+        scheduler = self.engine.scheduler
+        assert scheduler is not None
+        try:
+            while True:
+                due = None if self._deadline is None else int(self._deadline * 1000)
+                scheduler.wait(actor, f"poll {self.mapping.event_source_arn.rsplit(':', 1)[-1]}", self._has_news, due)
+                if scheduler.stopped:
+                    return False
+                with self._wake:
+                    completions = list(self._completions)
+                    self._completions.clear()
+                    source_changed, self._source_changed, self._kicked = self._source_changed, False, False
+                    stopping = self._stopping
+                try:
+                    if self._step(completions, source_changed, stopping):
+                        break
+                except Exception:
+                    log.exception("mapping %s: unexpected error; the worker carries on", self.uuid)
+                    self._deadline = time.time() + ERROR_PAUSE_SECONDS
+                finally:
+                    self._flush_reports()
+        finally:
+            scheduler.finish(actor)
+        return True
+
+    def _has_news(self) -> bool:
+        """Deterministic mode: whether a step has something to do now (read without locks: written only
+        by the actor holding the baton, read by the scheduler while none does)."""
+        if self._completions or self._source_changed or self._kicked:
+            return True
+        return self._stopping and self.poller.in_flight() == 0
 
     def _timeout(self) -> float:
         idle = self.engine.timing.idle_recheck_seconds
@@ -345,19 +391,27 @@ class MappingWorker:
         if self._duplicates > 0:
             self._duplicates -= 1
             delivery = dataclasses.replace(delivery, duplicate=True)
+        actor = self.engine.scheduler.spawn("delivery") if self.engine.scheduler is not None else None
         thread = threading.Thread(
-            target=self._deliver, args=(delivery,), daemon=True, name=f"esm-{self.uuid[:8]}-invoke"
+            target=self._deliver, args=(delivery, actor), daemon=True, name=f"esm-{self.uuid[:8]}-invoke"
         )
         with self._wake:
             self._invocations.add(thread)
         thread.start()
 
-    def _deliver(self, delivery: Delivery) -> None:
+    def _deliver(self, delivery: Delivery, actor: Actor | None = None) -> None:
         outcome = Outcome(
             OutcomeKind.NOT_INVOKED, error=LambdaServiceError(500, "ServiceException", "the delivery did not complete")
         )
+        scheduler = self.engine.scheduler
+        if scheduler is not None and actor is not None:
+            function = delivery.function_arn.split(":function:", 1)[-1]
+            origin = delivery.origin
+            scheduler.park(actor, f"deliver {len(origin.batch_ids)} to {function} (attempt {origin.attempt})")
         try:
             outcome = deliver(self.engine.invoke, delivery)
+            if scheduler is not None:
+                scheduler.note({"delivery": delivery_record(self.uuid, delivery, outcome)})
             if delivery.duplicate:
                 # At-least-once on purpose: the same batch again, right after; its outcome is ignored.
                 origin = dataclasses.replace(delivery.origin, duplicate=True)
@@ -369,6 +423,8 @@ class MappingWorker:
                 self._completions.append((delivery, outcome))
                 self._invocations.discard(threading.current_thread())
                 self._wake.notify()
+            if scheduler is not None and actor is not None:
+                scheduler.finish(actor)
 
     # -- waking up -------------------------------------------------------------------------------
 
@@ -412,3 +468,22 @@ class MappingWorker:
             with self._state:
                 self._reporting -= 1
                 self._publish()
+
+
+def delivery_record(uuid: str, delivery: Delivery, outcome: Outcome) -> dict[str, Any]:
+    """What a trace keeps of one delivery: the mapping, the batch, the attempt and what came of it."""
+    origin = delivery.origin
+    record: dict[str, Any] = {
+        "mapping": uuid,
+        "function": delivery.function_arn.split(":function:", 1)[-1],
+        "records": list(origin.batch_ids),
+        "attempt": origin.attempt,
+        "outcome": outcome.kind.value,
+    }
+    if delivery.duplicate:
+        record["duplicate"] = True
+    if outcome.failed_identifiers:
+        record["batchItemFailures"] = list(outcome.failed_identifiers)
+    if outcome.result is not None and outcome.result.function_error:
+        record["error"] = outcome.reason[:200]
+    return record

@@ -19,10 +19,16 @@ POST   /_esjoin/state/reset                  empty everything (functions, mappin
                                              queues, history, faults) without a restart
 POST   /_esjoin/state/save                   the whole state, as an archive (esjoin/emulator/state_archive.py)
 POST   /_esjoin/state/load                   body: an archive; the endpoint becomes what it describes
+GET    /_esjoin/trace                        deterministic mode: the trace so far (gzip JSON lines, docs/formats.md)
+GET    /_esjoin/schedule                     deterministic mode: seed, step, virtual clock, actors, divergence
+POST   /_esjoin/schedule/inputs              deterministic mode: {"requests": [recorded requests, or {"settle":
+                                             true}: what follows waits until all before has settled], "blobs":
+                                             {sha256: base64}}: outside requests the seed admits, in order
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -31,6 +37,8 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.wrappers import Request, Response
 
 from esjoin.emulator.aids.faults import FaultError
+from esjoin.emulator.aids.schedule import SETTLE, Scheduler
+from esjoin.emulator.http.scheduled import blob_references
 from esjoin.emulator.invocation import LambdaServiceError
 
 if TYPE_CHECKING:
@@ -121,6 +129,20 @@ class ControlApi:
             if method != "POST":
                 return reply({"error": "MethodNotAllowed", "message": "POST to reset the endpoint's state"}, 405)
             return reply(emulator.reset_state())
+        if path in ("/_esjoin/trace", "/_esjoin/schedule", "/_esjoin/schedule/inputs"):
+            scheduler = emulator.scheduler
+            if scheduler is None:
+                return reply(
+                    {"error": "NotDeterministic", "message": "start the endpoint with a seed (ESJOIN_SEED, --seed)"},
+                    409,
+                )
+            if path == "/_esjoin/schedule/inputs":
+                if method != "POST":
+                    return reply({"error": "MethodNotAllowed", "message": f"POST to {path}"}, 405)
+                return reply({"submitted": scheduler_inputs(scheduler, body(request))}, 202)
+            if path == "/_esjoin/schedule":
+                return reply(scheduler.status())
+            return Response(scheduler.trace.compressed(), content_type="application/gzip")
         if match := CODE.match(path):
             function, _ = emulator.lambda_backend.resolve(match["name"], match["region"])
             return Response(function.zip_path.read_bytes(), content_type="application/zip")
@@ -149,3 +171,32 @@ def body(request: Request) -> dict[str, Any]:
 
 def reply(document: Any, status: int = 200) -> Response:
     return Response(json.dumps(document, default=str), status=status, content_type="application/json")
+
+
+def scheduler_inputs(scheduler: Scheduler, document: dict[str, Any]) -> int:
+    """Check and submit scripted requests (recorded-request dicts, docs/formats.md) with their blobs."""
+    requests, encoded = document.get("requests"), document.get("blobs") or {}
+    if not isinstance(requests, list) or not all(
+        (isinstance(r, dict) and "method" in r) or r == {"settle": True} for r in requests
+    ):
+        raise ValueError(
+            "'requests' must be a list of recorded requests (objects with method, path, body, ...) "
+            'and {"settle": true} markers'
+        )
+    if scheduler.divergence is not None or scheduler.status()["following"]:
+        raise ValueError("this endpoint is replaying a trace: it takes no new inputs")
+    try:
+        blobs = {digest: base64.b64decode(data, validate=True) for digest, data in encoded.items()}
+    except (TypeError, ValueError, AttributeError):
+        raise ValueError("'blobs' must map SHA-256 digests to base64 data") from None
+    for request in requests:
+        missing = [d for d in blob_references(request) if d not in blobs]
+        if missing:
+            raise ValueError(f"a request names blob {missing[0][:12]}... that 'blobs' does not hold")
+    scheduler.submit(
+        [
+            SETTLE if request == {"settle": True} else (request, {d: blobs[d] for d in blob_references(request)})
+            for request in requests
+        ]
+    )
+    return len(requests)

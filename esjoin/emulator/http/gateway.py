@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from esjoin.emulator.aids.faults import DELAY, FaultInjector
+from esjoin.emulator.aids.schedule import Scheduler
 from esjoin.emulator.aws_errors import AwsError
 from esjoin.emulator.http.guard import RequestGuard, target_service
 from esjoin.emulator.json_limits import check_json
@@ -52,8 +53,10 @@ class Gateway:
         default_region: str,
         faults: FaultInjector,
         guard: RequestGuard,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self.moto = moto
+        self.scheduler = scheduler  # deterministic mode: delays and long polls wait in virtual time
         self.guard = guard
         self.lambda_api = lambda_api
         self.control_api = control_api
@@ -97,14 +100,23 @@ class Gateway:
             document = check_request(environ, service, body)
             lock = self.moto.request_lock(service, operation, self.region(environ), document, target_service(environ))
             fault = self.faults.take_request(service, operation, body)
+            if fault is not None and self.scheduler is not None:
+                self.scheduler.note(
+                    {"fault": {"id": fault.id, "operation": f"{service}.{operation}", "action": fault.action}}
+                )
             if fault is not None:
                 if fault.action != DELAY:
                     raise AwsError(fault.status_code, fault.error_type, f"{fault.error_message} ({fault.id})")
-                time.sleep(fault.delay_seconds)  # the injected delay itself, outside the lock
+                self.sleep(fault.delay_seconds, f"fault {fault.id}: {service}.{operation} held")
             receive = parse_receive(environ, body) if _maybe_sqs(environ) else None
             if receive is not None:
                 status, headers, payload = long_poll(
-                    self.moto, functools.partial(self.call_moto, lock=lock), environ, receive, self.region(environ)
+                    self.moto,
+                    functools.partial(self.call_moto, lock=lock),
+                    environ,
+                    receive,
+                    self.region(environ),
+                    self.scheduler,
                 )
             else:
                 status, headers, payload = self.call_moto(environ, lock)
@@ -145,6 +157,13 @@ class Gateway:
                 "parameter is missing or malformed (the endpoint's log has moto's error)",
             ) from None
         return captured["status"], captured["headers"], payload
+
+    def sleep(self, seconds: float, label: str) -> None:
+        """The injected delay itself, outside the lock (virtual time in deterministic mode)."""
+        if self.scheduler is not None:
+            self.scheduler.sleep(seconds, label)
+        else:
+            time.sleep(seconds)
 
     def region(self, environ: dict[str, Any]) -> str:
         match = CREDENTIAL_SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))

@@ -290,8 +290,10 @@ def start_worker(
     site: Path,
     environment: dict[str, str],
     log_stream: str,
+    deterministic: str = "",
 ) -> WorkerProcess:
-    """Start a worker process for `spec` in its code directory; its init phase runs from here on."""
+    """Start a worker process for `spec` in its code directory; its init phase runs from here on.
+    `deterministic`: the worker's deterministic-mode settings (worker_program.py), JSON, or empty."""
     log_token = secrets.token_hex(8)
     parent_end, child_end = socket.socketpair()
     output_read, output_write = os.pipe()
@@ -304,6 +306,7 @@ def start_worker(
         str(site),
         log_token,
         "0" if "LC_CTYPE" in environment else "1",
+        deterministic,
     ]
     try:
         process = subprocess.Popen(

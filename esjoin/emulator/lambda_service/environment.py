@@ -32,6 +32,7 @@ from esjoin.emulator.lambda_service import worker_program
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 RUNTIME_PACKAGES = ("boto3",)  # what AWS's Python runtime provides, with their dependencies
+DETERMINISTIC_PACKAGES = ("time-machine",)  # what a worker imports in deterministic mode, outside the function's path
 
 _log = logging.getLogger(__name__)
 
@@ -47,12 +48,21 @@ class RuntimeSite:
         self._runtime_site_dir = state_dir / "runtime-site"
         self._runtime_site: Path | None = None
         self._runtime_site_lock = threading.Lock()
+        self._deterministic_site: Path | None = None
 
     def site(self) -> Path:
         with self._runtime_site_lock:
             if self._runtime_site is None:
                 self._runtime_site = _install_runtime_site(self._runtime_site_dir)
             return self._runtime_site
+
+    def deterministic_site(self) -> Path:
+        """time-machine alone: the worker puts it on sys.path only to import it (deterministic mode)."""
+        with self._runtime_site_lock:
+            if self._deterministic_site is None:
+                directory = self.runtime_dir.parent / "runtime-deterministic"
+                self._deterministic_site = _install_runtime_site(directory, DETERMINISTIC_PACKAGES)
+            return self._deterministic_site
 
     def environment(self, spec: FunctionSpec, log_stream: str) -> dict[str, str]:
         return function_environment(
@@ -132,13 +142,13 @@ def _install_worker(runtime_dir: Path) -> Path:
     return target
 
 
-def _install_runtime_site(site_dir: Path) -> Path:
+def _install_runtime_site(site_dir: Path, packages: tuple[str, ...] = RUNTIME_PACKAGES) -> Path:
     """A directory with boto3 and its dependencies only (symlinks into the endpoint's site-packages).
 
     AWS's Python runtime provides boto3 and nothing else; anything more a function needs must be in
     its zip. Falls back to the whole site-packages directory if package metadata is unavailable."""
     try:
-        entries = _runtime_package_entries()
+        entries = _runtime_package_entries(packages)
     except importlib.metadata.PackageNotFoundError as error:
         import boto3
 
@@ -161,11 +171,11 @@ def _install_runtime_site(site_dir: Path) -> Path:
     return site_dir
 
 
-def _runtime_package_entries() -> dict[str, Path]:
-    """Top-level names (packages, modules, .dist-info) of RUNTIME_PACKAGES and what they require."""
+def _runtime_package_entries(packages: tuple[str, ...] = RUNTIME_PACKAGES) -> dict[str, Path]:
+    """Top-level names (packages, modules, .dist-info) of `packages` and what they require."""
     entries: dict[str, Path] = {}
     seen: set[str] = set()
-    pending = list(RUNTIME_PACKAGES)
+    pending = list(packages)
     while pending:
         name = pending.pop()
         key = re.sub(r"[-_.]+", "-", name).lower()

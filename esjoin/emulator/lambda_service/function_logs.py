@@ -243,14 +243,21 @@ class LogDelivery:
 
     _STOP = object()
 
-    def __init__(self, put: Callable[[FunctionSpec, str, list[LogEvent]], None]) -> None:
+    def __init__(self, put: Callable[[FunctionSpec, str, list[LogEvent]], None], *, synchronous: bool = False) -> None:
+        """`synchronous` (deterministic mode): submit() delivers in the caller's thread, in its step."""
         self._put = put
+        self._synchronous = synchronous
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="lambda-log-delivery", daemon=True)
         self._thread.start()
 
     def submit(self, spec: FunctionSpec, log_stream: str, events: list[LogEvent]) -> None:
-        if events:
+        if events and self._synchronous:
+            try:
+                self._put(spec, log_stream, events)
+            except Exception:
+                _log.exception("could not deliver %d log events to %s %s", len(events), spec.log_group, log_stream)
+        elif events:
             self._queue.put((spec, log_stream, events))
 
     def close(self) -> None:

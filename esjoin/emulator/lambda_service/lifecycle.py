@@ -17,6 +17,7 @@ import math
 import secrets
 import time
 
+from esjoin.emulator.aids.schedule import Scheduler
 from esjoin.emulator.invocation import UNHANDLED, FunctionSpec, InvocationRequest, InvocationResult
 from esjoin.emulator.lambda_service import worker_program
 from esjoin.emulator.lambda_service.channel import EXIT_GRACE_SECONDS, DeadlinePassed, WorkerDied, WorkerProcess
@@ -41,8 +42,9 @@ against the function's timeout (https://docs.aws.amazon.com/lambda/latest/dg/lam
 class InvocationLifecycle:
     """Runs invocations on workers the pool hands out, and hands their logs to `logs`."""
 
-    def __init__(self, logs: LogDelivery) -> None:
+    def __init__(self, logs: LogDelivery, scheduler: Scheduler | None = None) -> None:
         self._logs = logs
+        self._scheduler = scheduler
 
     def cold_invoke(
         self, worker: WorkerProcess, spec: FunctionSpec, request: InvocationRequest, begin: float
@@ -110,6 +112,10 @@ class InvocationLifecycle:
             "trace_id": _trace_id(),
             "delay_seconds": request.delay_seconds,
         }
+        actor = self._scheduler.current() if self._scheduler is not None else None
+        if actor is not None:  # the worker follows the virtual clock and seeds random and uuid4 per invocation
+            seed = self._scheduler.new_id() >> 65
+            header["det"] = {"actor": actor.name, "clockMs": self._scheduler.now_ms, "seed": seed}
         try:
             worker.send(header, request.payload or b"{}", deadline)
             reply, body = worker.receive(deadline)

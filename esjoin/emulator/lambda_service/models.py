@@ -30,6 +30,7 @@ from typing import Any
 from esjoin.emulator.aids.faults import ERROR as FAULT_ERROR
 from esjoin.emulator.aids.faults import FaultInjector, FaultRule
 from esjoin.emulator.aids.history import InvocationHistory
+from esjoin.emulator.aids.schedule import Actor, Scheduler
 from esjoin.emulator.config import TIMING_AWS, TIMING_FAST, EmulatorConfig
 from esjoin.emulator.event_source_mapping.engine import EventSourceMappingEngine
 from esjoin.emulator.event_source_mapping.mapping import (
@@ -205,9 +206,15 @@ class Function:
 
 class LambdaBackend:
     def __init__(
-        self, config: EmulatorConfig, moto: MotoBackends, history: InvocationHistory, faults: FaultInjector
+        self,
+        config: EmulatorConfig,
+        moto: MotoBackends,
+        history: InvocationHistory,
+        faults: FaultInjector,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self.config = config
+        self.scheduler = scheduler  # deterministic mode (aids/schedule.py)
         self.moto = moto
         self.history = history
         self.faults = faults
@@ -216,9 +223,14 @@ class LambdaBackend:
         self._lock = threading.RLock()
         self._code_root = config.state_dir / "functions"
         self._code_root.mkdir(parents=True, exist_ok=True)
-        self.runtime = LambdaRuntime(config, config.endpoint_url, CloudWatchLogSink(moto))
+        self.runtime = LambdaRuntime(config, config.endpoint_url, CloudWatchLogSink(moto), scheduler)
         self.engine = EventSourceMappingEngine(
-            config, moto, self.invoke_for_mapping, self._mapping_changed, invoke_identity_arn=self._function_role
+            config,
+            moto,
+            self.invoke_for_mapping,
+            self._mapping_changed,
+            invoke_identity_arn=self._function_role,
+            scheduler=scheduler,
         )
         self._async = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lambda-async")
         self._activity = threading.Condition()
@@ -465,7 +477,8 @@ class LambdaBackend:
         if invocation_type == "Event":
             with self._activity:
                 self._async_pending += 1
-            self._async.submit(self._invoke_async, function.arn, payload, region, origin)
+            actor = self.scheduler.spawn("async") if self.scheduler is not None else None
+            self._async.submit(self._invoke_async, function.arn, payload, region, origin, actor)
             return None
         return self._invoke(function, payload, origin, client_context)
 
@@ -480,12 +493,18 @@ class LambdaBackend:
         function, _ = self.resolve(function_arn, self.config.region)
         return self._invoke(function, payload, origin)
 
-    def _invoke_async(self, function_arn: str, payload: bytes, region: str, origin: InvocationOrigin) -> None:
+    def _invoke_async(
+        self, function_arn: str, payload: bytes, region: str, origin: InvocationOrigin, actor: Actor | None = None
+    ) -> None:
+        if self.scheduler is not None and actor is not None:
+            self.scheduler.park(actor, f"invoke {function_arn.split(':function:', 1)[-1]} (Event)")
         try:
             self._invoke_async_attempts(function_arn, payload, region, origin)
         finally:
             with self._activity:
                 self._async_pending -= 1
+            if self.scheduler is not None and actor is not None:
+                self.scheduler.finish(actor)
 
     def _invoke_async_attempts(self, function_arn: str, payload: bytes, region: str, origin: InvocationOrigin) -> None:
         delays = ASYNC_RETRY_DELAYS.get(self.config.timing, ASYNC_RETRY_DELAYS[TIMING_FAST])
@@ -498,7 +517,9 @@ class LambdaBackend:
                 result = None
             if result is not None and not result.failed:
                 return
-            if attempt <= len(delays):
+            if attempt <= len(delays) and self.scheduler is not None:
+                self.scheduler.sleep(delays[attempt - 1], f"retry {function_arn.split(':function:', 1)[-1]}")
+            elif attempt <= len(delays):
                 time.sleep(delays[attempt - 1])  # AWS's retry delay for asynchronous invocation
         log.warning(
             "async invocation of %s failed %d times; the event is dropped (no on-failure "
@@ -525,6 +546,12 @@ class LambdaBackend:
         request_id = str(uuid.uuid4())
         fault = self.faults.take(function.name, payload)
         started = time.time()
+        delay = fault.delay_seconds if fault is not None and fault.action != FAULT_ERROR else 0.0
+        if fault is not None and self.scheduler is not None:
+            self.scheduler.note({"fault": {"id": fault.id, "function": function.name, "action": fault.action}})
+            if delay:  # the handler starts late: virtual time, and other actors run meanwhile
+                self.scheduler.sleep(delay, f"fault {fault.id}: {function.name} starts late")
+                delay = 0.0
         if fault is not None and fault.action == FAULT_ERROR:
             result = _injected_error(function, request_id, fault)
         else:
@@ -532,7 +559,7 @@ class LambdaBackend:
                 payload=payload,
                 request_id=request_id,
                 client_context=client_context,
-                delay_seconds=fault.delay_seconds if fault else 0.0,
+                delay_seconds=delay,
             )
             try:
                 result = self.runtime.invoke(function.spec(), request)

@@ -58,7 +58,16 @@ class FunctionPool:
 class WorkerPools:
     """Every function's pool, the invocations in flight, and the idle reaper thread."""
 
-    def __init__(self, config: EmulatorConfig, start_worker: Callable[[FunctionSpec, int], WorkerProcess]) -> None:
+    def __init__(
+        self,
+        config: EmulatorConfig,
+        start_worker: Callable[[FunctionSpec, int], WorkerProcess],
+        *,
+        deterministic: bool = False,
+    ) -> None:
+        """`deterministic` (deterministic mode): idle workers stay, so which invocation finds a warm worker
+        depends on the schedule alone, never on the wall clock; and a function at its concurrency limit
+        is throttled at once (the invocations that would free a worker cannot run while this one waits)."""
         self._config = config
         self._start_worker = start_worker
         self._lock = threading.Condition()
@@ -68,7 +77,9 @@ class WorkerPools:
         self._closed = False
         self._closing = threading.Event()
         self._reaper = threading.Thread(target=self._reap_idle_workers, name="lambda-idle-reaper", daemon=True)
-        self._reaper.start()
+        self._deterministic = deterministic
+        if not deterministic:
+            self._reaper.start()
 
     # --- invocations in flight ---
 
@@ -123,7 +134,7 @@ class WorkerPools:
                 if pool.workers() < self._config.lambda_max_concurrency:
                     pool.starting += 1
                     return pool, None, pool.generation
-                remaining = deadline - time.monotonic()
+                remaining = 0.0 if self._deterministic else deadline - time.monotonic()
                 if remaining <= 0:
                     pool.throttles += 1
                     raise LambdaServiceError(
@@ -215,7 +226,8 @@ class WorkerPools:
             _log.warning("Lambda runtime shutdown: %d invocations did not wind up in time", len(leftover))
         for worker in leftover:
             self._stop(worker)
-        self._reaper.join()
+        if self._reaper.is_alive():
+            self._reaper.join()
 
     def status(self) -> dict:
         """Per function ARN: its workers (busy, idle, starting) and counters since the endpoint started."""

@@ -20,10 +20,12 @@ lock (environment.py) are each taken under no other lock. No lock is held while 
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Protocol
 
+from esjoin.emulator.aids.schedule import Scheduler
 from esjoin.emulator.config import EmulatorConfig
 from esjoin.emulator.invocation import FunctionSpec, InvocationRequest, InvocationResult
 from esjoin.emulator.lambda_service.channel import WorkerProcess, start_worker
@@ -39,11 +41,15 @@ class LogSink(Protocol):
 
 
 class LambdaRuntime:
-    def __init__(self, config: EmulatorConfig, endpoint_url: str, log_sink: LogSink) -> None:
+    def __init__(
+        self, config: EmulatorConfig, endpoint_url: str, log_sink: LogSink, scheduler: Scheduler | None = None
+    ) -> None:
         self._site = RuntimeSite(Path(config.state_dir).resolve(), endpoint_url)
-        self._logs = LogDelivery(log_sink.put)
-        self._lifecycle = InvocationLifecycle(self._logs)
-        self._pools = WorkerPools(config, self._start_process)
+        # Deterministic mode: logs go to CloudWatch inside the invocation's own step, not on a thread.
+        self._logs = LogDelivery(log_sink.put, synchronous=scheduler is not None)
+        self._lifecycle = InvocationLifecycle(self._logs, scheduler)
+        self._pools = WorkerPools(config, self._start_process, deterministic=scheduler is not None)
+        self._scheduler = scheduler
 
     # --- public interface ---
 
@@ -102,6 +108,16 @@ class LambdaRuntime:
     def _start_process(self, spec: FunctionSpec, generation: int) -> WorkerProcess:
         log_stream = log_stream_name(spec.version)
         environment = self._site.environment(spec, log_stream)
+        deterministic = ""
+        actor = self._scheduler.current() if self._scheduler is not None else None
+        if actor is not None:
+            environment["PYTHONHASHSEED"] = "0"  # set and dict orders the same in every run of a seed
+            settings = {
+                "actor": actor.name,
+                "clockMs": self._scheduler.now_ms,
+                "site": str(self._site.deterministic_site()),
+            }
+            deterministic = json.dumps(settings)
         return start_worker(
             spec,
             generation,
@@ -109,4 +125,5 @@ class LambdaRuntime:
             site=self._site.site(),
             environment=environment,
             log_stream=log_stream,
+            deterministic=deterministic,
         )

@@ -22,6 +22,13 @@ spans lines (a logging record, the ``[ERROR]`` report with its traceback) is fra
 worker), 8 hex digits of length, the UTF-8 text; the role AWS's telemetry log fd plays. Either is cut
 into several events past CloudWatch Logs' event size, by the parent (logs.py).
 
+Deterministic mode (the endpoint started with a seed; docs/reproduce.md): a sixth argument, JSON
+``{"actor", "clockMs", "site"}``, and a ``det`` entry ``{"actor", "clockMs", "seed"}`` in each invocation's
+header. The worker then follows the endpoint's virtual clock (time-machine, from ``site``; moved at each
+invocation and by each answer's ``X-Esjoin-Clock`` header), names its actor on every HTTP request
+(``X-Esjoin-Actor``: the scheduler grants the call), seeds ``random`` and ``uuid.uuid4`` per invocation,
+and sleeps in virtual time (``time.sleep`` asks the endpoint to wake it).
+
 Processes: the worker makes itself a child subreaper at start, so whatever the function starts stays
 its descendant, whichever way it detaches; the parent kills that whole tree (channel.py).
 """
@@ -437,6 +444,77 @@ def invoke(handler, header: dict, body: bytes, output: LogOutput) -> tuple[str, 
     return "error", to_json(error)
 
 
+# --- deterministic mode ---------------------------------------------------------------------------
+
+_det_actor: str | None = None  # the scheduler's actor this worker's calls belong to
+_det_clock = None  # time-machine's coordinates, once travelling
+_det_uuids = None  # random.Random for uuid.uuid4, seeded per invocation
+_real_sleep = time.sleep
+
+
+def _det_start(det: dict) -> None:
+    """Install the hooks (before the handler is imported, so what it binds at import is hooked too)."""
+    global _det_actor, _det_clock, _det_uuids
+    import http.client
+    import random
+    import uuid
+
+    sys.path.append(det["site"])
+    try:
+        import time_machine
+    finally:
+        sys.path.remove(det["site"])
+    _det_actor = det["actor"]
+    _det_clock = time_machine.travel(det["clockMs"] / 1000, tick=False).start()
+    _det_uuids = random.Random(0)
+    uuid.uuid4 = lambda: uuid.UUID(int=_det_uuids.getrandbits(128), version=4)
+    putrequest, getresponse = http.client.HTTPConnection.putrequest, http.client.HTTPConnection.getresponse
+
+    def putrequest_with_actor(self, method, url, *args, **kwargs):
+        putrequest(self, method, url, *args, **kwargs)
+        if _det_actor:
+            self.putheader("X-Esjoin-Actor", _det_actor)
+
+    def getresponse_with_clock(self, *args, **kwargs):
+        response = getresponse(self, *args, **kwargs)
+        clock = response.getheader("X-Esjoin-Clock")
+        if clock and clock.isdigit():
+            _det_clock.move_to(int(clock) / 1000)
+        return response
+
+    http.client.HTTPConnection.putrequest = putrequest_with_actor
+    http.client.HTTPConnection.getresponse = getresponse_with_clock
+    time.sleep = _virtual_sleep
+
+
+def _det_invocation(det: dict) -> None:
+    global _det_actor
+    import random
+
+    _det_actor = det["actor"]
+    _det_clock.move_to(det["clockMs"] / 1000)
+    random.seed(det["seed"])
+    _det_uuids.seed(det["seed"] + 1)
+
+
+def _virtual_sleep(seconds: float) -> None:
+    """time.sleep in deterministic mode: the endpoint wakes this actor `seconds` later in virtual time,
+    and other actors run meanwhile."""
+    import http.client
+    import urllib.parse
+
+    if seconds <= 0 or not _det_actor:
+        _real_sleep(seconds)
+        return
+    url = urllib.parse.urlsplit(os.environ.get("AWS_ENDPOINT_URL", ""))
+    connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 80, timeout=3600)
+    try:
+        connection.request("POST", "/_esjoin/sleep", body=json.dumps({"seconds": seconds}).encode())
+        connection.getresponse().read()
+    finally:
+        connection.close()
+
+
 def serve(control: socket.socket, handler, output: LogOutput) -> int:
     global _request_id
     while True:
@@ -449,6 +527,8 @@ def serve(control: socket.socket, handler, output: LogOutput) -> int:
             os.environ["_X_AMZN_TRACE_ID"] = header["trace_id"]
         else:
             os.environ.pop("_X_AMZN_TRACE_ID", None)
+        if header.get("det"):
+            _det_invocation(header["det"])
         if header.get("delay_seconds"):
             time.sleep(header["delay_seconds"])  # an injected fault: the handler starts late
         status, payload = invoke(handler, header, body, output)
@@ -495,6 +575,8 @@ def main(argv: list[str]) -> int:
         # Python's locale coercion (PEP 538) added LC_CTYPE because LANG names a locale this machine
         # lacks; AWS's environment has no LC_CTYPE.
         os.environ.pop("LC_CTYPE", None)
+    if len(argv) > 5 and argv[5]:
+        _det_start(json.loads(argv[5]))
     output = LogOutput(log_marker(argv[3]))
     _install_std_streams(output)
     _setup_logging(output)

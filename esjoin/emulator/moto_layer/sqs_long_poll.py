@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlparse
 
+from esjoin.emulator.aids.schedule import Scheduler
 from esjoin.emulator.moto_layer.moto_backends import MotoBackends
 
 # Between attempts, wake at least this often to catch messages that become visible again (visibility
@@ -91,22 +92,24 @@ def queue_wait_and_arn(moto: MotoBackends, region: str, queue_name: str | None) 
 
 
 def long_poll(
-    moto: MotoBackends, call_moto: MotoCall, environ: dict[str, Any], request: ReceiveRequest, region: str
+    moto: MotoBackends,
+    call_moto: MotoCall,
+    environ: dict[str, Any],
+    request: ReceiveRequest,
+    region: str,
+    scheduler: Scheduler | None = None,
 ) -> tuple[str, list[tuple[str, str]], bytes]:
+    """`scheduler` (deterministic mode): the wait is the running actor's, in virtual time, and a send
+    to the queue makes it runnable again."""
     default_wait, queue_arn = queue_wait_and_arn(moto, region, request.queue_name)
     wait = request.wait_seconds if request.wait_seconds is not None else default_wait
     body = request.body_with_wait(0)
+    if scheduler is not None and scheduler.current() is not None:
+        return _scheduled_long_poll(moto, call_moto, environ, request, body, wait, queue_arn, scheduler)
     deadline = time.monotonic() + wait
     while True:
         generation = moto.notifier.generation(queue_arn) if queue_arn else 0
-        attempt = dict(environ)
-        attempt["wsgi.input"] = io.BytesIO(body)
-        attempt["CONTENT_LENGTH"] = str(len(body))
-        if request.protocol == "query":
-            attempt["QUERY_STRING"] = ""
-            attempt["REQUEST_METHOD"] = "POST"
-            attempt["CONTENT_TYPE"] = "application/x-www-form-urlencoded"
-        status, headers, payload = call_moto(attempt)
+        status, headers, payload = call_moto(_attempt(environ, request, body))
         remaining = deadline - time.monotonic()
         if wait <= 0 or remaining <= 0 or not status.startswith("200") or has_messages(request.protocol, payload):
             return status, headers, payload
@@ -114,3 +117,44 @@ def long_poll(
             moto.notifier.wait(queue_arn, generation, min(remaining, RECHECK_SECONDS))
         else:
             time.sleep(min(remaining, RECHECK_SECONDS))
+
+
+def _attempt(environ: dict[str, Any], request: ReceiveRequest, body: bytes) -> dict[str, Any]:
+    attempt = dict(environ)
+    attempt["wsgi.input"] = io.BytesIO(body)
+    attempt["CONTENT_LENGTH"] = str(len(body))
+    if request.protocol == "query":
+        attempt["QUERY_STRING"] = ""
+        attempt["REQUEST_METHOD"] = "POST"
+        attempt["CONTENT_TYPE"] = "application/x-www-form-urlencoded"
+    return attempt
+
+
+def _scheduled_long_poll(
+    moto: MotoBackends,
+    call_moto: MotoCall,
+    environ: dict[str, Any],
+    request: ReceiveRequest,
+    body: bytes,
+    wait: int,
+    queue_arn: str | None,
+    scheduler: Scheduler,
+) -> tuple[str, list[tuple[str, str]], bytes]:
+    deadline_ms = scheduler.now_ms + wait * 1000
+    while True:
+        generation = moto.notifier.generation(queue_arn) if queue_arn else 0
+        status, headers, payload = call_moto(_attempt(environ, request, body))
+        if (
+            wait <= 0
+            or scheduler.now_ms >= deadline_ms
+            or not status.startswith("200")
+            or has_messages(request.protocol, payload)
+        ):
+            return status, headers, payload
+        # runnable again on a send to the queue, or at the wait's end (a message that becomes visible
+        # on its own, after a delay or a visibility timeout, is seen then)
+        scheduler.wait_until(
+            "ReceiveMessage long poll",
+            lambda seen=generation: bool(queue_arn) and moto.notifier.generation(queue_arn) != seen,
+            deadline_ms,
+        )
