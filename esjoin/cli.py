@@ -120,13 +120,18 @@ def state_save(
     file: Annotated[Path, typer.Argument(help="where to write the archive")], endpoint: EndpointOption = None
 ) -> None:
     """Every stream, table, queue, function, mapping and checkpoint of the endpoint, into FILE."""
-    control = ControlClient(local_endpoint(endpoint))
-    try:
-        archive = control.save_state()
-    except (OSError, ControlApiError) as error:
-        raise fail(f"cannot save the state: {error}") from None
-    file.write_bytes(archive)
+    archive = fetch_into(file, "the state", ControlClient(local_endpoint(endpoint)).save_state)
     console.print(f"saved {len(archive):,} bytes to {file}")
+
+
+def fetch_into(file: Path, what: str, fetch: Any) -> bytes:
+    """`fetch()` from the endpoint's control API, written to `file`; a clear error if it cannot be."""
+    try:
+        data = fetch()
+    except (OSError, ControlApiError) as error:
+        raise fail(f"cannot read {what}: {error}") from None
+    file.write_bytes(data)
+    return data
 
 
 @state_app.command("load")
@@ -294,12 +299,7 @@ def trace_save(
     endpoint: EndpointOption = None,
 ) -> None:
     """The trace of a deterministic endpoint (started with --seed or ESJOIN_SEED), into FILE."""
-    control = ControlClient(local_endpoint(endpoint))
-    try:
-        data = control.trace()
-    except (OSError, ControlApiError) as error:
-        raise fail(f"cannot read the trace: {error}") from None
-    file.write_bytes(data)
+    data = fetch_into(file, "the trace", ControlClient(local_endpoint(endpoint)).trace)
     console.print(f"saved {len(data):,} bytes to {file}; `esjoin replay {file} --check` replays it")
 
 

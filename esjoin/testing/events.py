@@ -64,3 +64,12 @@ def sample_events(prefix: str = "demo") -> list[dict[str, Any]]:
         order_submitted(bob, base + 5000, 15),
         logged_in(alice, base + 6000),
     ]
+
+
+def event_of_kind(kind: str, user_id: str, timestamp: int) -> dict[str, Any]:
+    """An event of type `kind` for a user (a generated suite's step)."""
+    if kind == USER_CREATED:
+        return user_created(user_id, f"Name at {timestamp}", timestamp)
+    if kind == USER_LOGGED_IN:
+        return logged_in(user_id, timestamp)
+    return order_submitted(user_id, timestamp)

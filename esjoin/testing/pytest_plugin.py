@@ -121,7 +121,36 @@ def esjoin_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
             returncode=2,
         )
     yield opened
+    if seed is not None and opened.control is not None:
+        keep_session_trace(request.config, opened)
     opened.stop()
+
+
+SESSION_TRACE = Path(".esjoin") / "session.trace.jsonl.gz"
+
+
+def keep_session_trace(config: pytest.Config, backend: Backend) -> None:
+    """Deterministic mode: the whole session's trace, kept beside the failure records."""
+    assert backend.control is not None
+    try:
+        data = backend.control.trace()
+    except Exception as error:  # the session's results matter more than its trace
+        config.stash[TRACE_NOTE] = f"esjoin: the session's trace could not be kept: {error!r}"
+        return
+    SESSION_TRACE.parent.mkdir(parents=True, exist_ok=True)
+    SESSION_TRACE.write_bytes(data)
+    config.stash[TRACE_NOTE] = (
+        f"esjoin: the session's trace ({len(data):,} bytes): {SESSION_TRACE}; esjoin replay {SESSION_TRACE} --check"
+    )
+
+
+TRACE_NOTE = pytest.StashKey[str]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    note = config.stash.get(TRACE_NOTE, None)
+    if note:
+        terminalreporter.write_line(note)
 
 
 @dataclass

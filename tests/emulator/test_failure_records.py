@@ -47,3 +47,32 @@ def test_a_failing_test_leaves_the_endpoints_state_and_the_command_to_rerun_it(t
         finished.stdout
     ), finished.stdout
     assert f"esjoin state load .esjoin/failures/{kept.name}/state.zip" in finished.stdout
+
+
+def test_with_a_seed_the_record_holds_the_trace_that_replays_the_failure_exactly(tmp_path: Path) -> None:
+    from esjoin.testing.reproduce import replay_trace
+
+    (tmp_path / "test_theirs.py").write_text(FAILING)
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("PYTEST", "ESJOIN_"))}
+    environment["ESJOIN_REUSE_ENDPOINT"] = "0"
+
+    finished = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_theirs.py", "--esjoin-seed", "4"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert finished.returncode == 1, finished.stdout + finished.stderr
+    (kept,) = (tmp_path / ".esjoin" / "failures").iterdir()
+    assert {"trace.jsonl.gz", "test.json", "state.zip"} <= {p.name for p in kept.iterdir()}
+    assert '"seed": 4' in (kept / "test.json").read_text()
+    assert f"reproduce it exactly: esjoin replay .esjoin/failures/{kept.name}/trace.jsonl.gz --check" in finished.stdout
+    assert "--esjoin-seed 4" in finished.stdout
+    assert (tmp_path / ".esjoin" / "session.trace.jsonl.gz").is_file(), finished.stdout
+    replayed = replay_trace(kept / "trace.jsonl.gz", report=False)
+    assert replayed.exact, (replayed.divergence, replayed.difference)
+    labels = [e.get("label") for e in replayed.replayed.entries if "grant" in e]
+    assert "sqs.CreateQueue" in labels and "POST /_esjoin/faults" in labels

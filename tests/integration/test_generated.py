@@ -40,8 +40,8 @@ from hypothesis.stateful import (
 )
 
 from esjoin.testing.checks import assert_converged, failure_report, problems_at_quiescence
-from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
-from esjoin.testing.oracle import KNOWN_TYPES, USER_CREATED, USER_LOGGED_IN
+from esjoin.testing.events import event_of_kind, now_ms
+from esjoin.testing.oracle import KNOWN_TYPES
 from esjoin.testing.pipeline import EventLog, Pipeline
 from tests.integration.support.scenario import Faults, snapshot_write_marker
 
@@ -49,14 +49,6 @@ USERS = 3
 KINDS = KNOWN_TYPES
 CI_SETTINGS = {"max_examples": 6, "stateful_step_count": 12, "derandomize": True}
 SOAK_SETTINGS = {"max_examples": 40, "stateful_step_count": 40, "derandomize": False}
-
-
-def make_event(kind: str, user: str, timestamp: int) -> dict[str, Any]:
-    if kind == USER_CREATED:
-        return user_created(user, f"Name at {timestamp}", timestamp)
-    if kind == USER_LOGGED_IN:
-        return logged_in(user, timestamp)
-    return order_submitted(user, timestamp)
 
 
 class PipelineMachine(RuleBasedStateMachine):
@@ -90,14 +82,16 @@ class PipelineMachine(RuleBasedStateMachine):
     def send_events(self, user: int, kinds: list[str], age_seconds: int) -> Any:
         """Fresh events for one user, in one PutRecords call."""
         now = now_ms()
-        events = [make_event(kind, self.user_ids[user], now - age_seconds * 1000 + i) for i, kind in enumerate(kinds)]
+        events = [
+            event_of_kind(kind, self.user_ids[user], now - age_seconds * 1000 + i) for i, kind in enumerate(kinds)
+        ]
         self.pipeline.put_events(events)
         return multiple(*events)
 
     @rule(target=sent, user=users, kind=st.sampled_from(KINDS), minutes_late=st.integers(10, 600))
     def send_late_event(self, user: int, kind: str, minutes_late: int) -> dict[str, Any]:
         """An event older than the horizon and than anything snapshotted, arriving now."""
-        event = make_event(kind, self.user_ids[user], now_ms() - minutes_late * 60_000)
+        event = event_of_kind(kind, self.user_ids[user], now_ms() - minutes_late * 60_000)
         self.pipeline.put_events([event])
         return event
 

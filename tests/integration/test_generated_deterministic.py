@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
 
-from esjoin.testing.events import logged_in, order_submitted, user_created
+from esjoin.testing.events import event_of_kind
 from esjoin.testing.explore import Exploration, Inputs
 from esjoin.testing.oracle import KNOWN_TYPES, USER_CREATED, USER_LOGGED_IN
 
@@ -27,14 +27,6 @@ pytestmark = pytest.mark.embedded_only("deterministic endpoints of its own, one 
 USERS = 2
 CI_SETTINGS = {"max_examples": 3, "stateful_step_count": 8, "derandomize": True}
 SOAK_SETTINGS = {"max_examples": 25, "stateful_step_count": 25, "derandomize": False}
-
-
-def make_event(kind: str, user: str, timestamp: int) -> dict[str, Any]:
-    if kind == USER_CREATED:
-        return user_created(user, f"Name at {timestamp}", timestamp)
-    if kind == USER_LOGGED_IN:
-        return logged_in(user, timestamp)
-    return order_submitted(user, timestamp)
 
 
 class ScriptMachine(RuleBasedStateMachine):
@@ -94,7 +86,7 @@ class ScriptMachine(RuleBasedStateMachine):
             if kind == "events":
                 user, kinds, age_seconds = argument
                 at = inputs.clock_ms - age_seconds * 1000
-                events = [make_event(k, names[user], at + i) for i, k in enumerate(kinds)]
+                events = [event_of_kind(k, names[user], at + i) for i, k in enumerate(kinds)]
                 sent.extend(events)
                 inputs.put_events(events)
             elif kind == "resend":

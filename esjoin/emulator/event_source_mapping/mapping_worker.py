@@ -261,25 +261,31 @@ class MappingWorker:
             with self._wake:
                 if not (self._completions or self._source_changed or self._kicked or self._stopping):
                     self._wake.wait(self._timeout())
-                completions = list(self._completions)
-                self._completions.clear()
-                source_changed, self._source_changed, self._kicked = self._source_changed, False, False
-                stopping = self._stopping
-            try:
-                if self._step(completions, source_changed, stopping):
-                    break
-            except Exception:
-                log.exception(
-                    "mapping %s (%s -> %s): unexpected error; the worker carries on in %.0f s",
-                    self.uuid,
-                    self.mapping.event_source_arn,
-                    self.mapping.function_arn,
-                    ERROR_PAUSE_SECONDS,
-                )
-                self._deadline = time.time() + ERROR_PAUSE_SECONDS
-            finally:
-                self._flush_reports()
+            if self._take_step():
+                break
         log.debug("mapping %s: worker stopped", self.uuid)
+
+    def _take_step(self) -> bool:
+        """Take what other threads handed over and do one step; True when the worker is done."""
+        with self._wake:
+            completions = list(self._completions)
+            self._completions.clear()
+            source_changed, self._source_changed, self._kicked = self._source_changed, False, False
+            stopping = self._stopping
+        try:
+            return self._step(completions, source_changed, stopping)
+        except Exception:
+            log.exception(
+                "mapping %s (%s -> %s): unexpected error; the worker carries on in %.0f s",
+                self.uuid,
+                self.mapping.event_source_arn,
+                self.mapping.function_arn,
+                ERROR_PAUSE_SECONDS,
+            )
+            self._deadline = time.time() + ERROR_PAUSE_SECONDS
+            return False
+        finally:
+            self._flush_reports()
 
     def _run_scheduled(self, actor: Actor) -> bool:
         """Deterministic mode: the same steps, each one granted by the scheduler; deadlines are virtual.
@@ -293,19 +299,8 @@ class MappingWorker:
                 scheduler.wait(actor, f"poll {self.mapping.event_source_arn.rsplit(':', 1)[-1]}", self._has_news, due)
                 if scheduler.stopped:
                     return False
-                with self._wake:
-                    completions = list(self._completions)
-                    self._completions.clear()
-                    source_changed, self._source_changed, self._kicked = self._source_changed, False, False
-                    stopping = self._stopping
-                try:
-                    if self._step(completions, source_changed, stopping):
-                        break
-                except Exception:
-                    log.exception("mapping %s: unexpected error; the worker carries on", self.uuid)
-                    self._deadline = time.time() + ERROR_PAUSE_SECONDS
-                finally:
-                    self._flush_reports()
+                if self._take_step():
+                    break
         finally:
             scheduler.finish(actor)
         return True

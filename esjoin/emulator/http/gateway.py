@@ -130,21 +130,9 @@ class Gateway:
     ) -> tuple[str, list[tuple[str, str]], bytes]:
         """One request through moto's WSGI app under its lock (MotoBackends.request_lock; the exclusive
         one by default), its response fully read inside it."""
-        captured: dict[str, Any] = {}
-
-        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable:
-            captured["status"], captured["headers"] = status, headers
-            return lambda data: None
-
         try:
             with lock if lock is not None else self.moto.lock():
-                chunks = self.moto.serve(environ, capture)
-                try:
-                    payload = b"".join(chunks)
-                finally:
-                    close = getattr(chunks, "close", None)
-                    if close:
-                        close()
+                return collect(self.moto.serve, environ)
         except NotImplementedError as error:
             raise AwsError(400, "UnknownOperationException", f"unknown or unsupported operation: {error}") from None
         except Exception:
@@ -156,7 +144,6 @@ class Gateway:
                 f"{service or 'the service'} could not process this {operation or 'request'}: a "
                 "parameter is missing or malformed (the endpoint's log has moto's error)",
             ) from None
-        return captured["status"], captured["headers"], payload
 
     def sleep(self, seconds: float, label: str) -> None:
         """The injected delay itself, outside the lock (virtual time in deterministic mode)."""
@@ -168,6 +155,24 @@ class Gateway:
     def region(self, environ: dict[str, Any]) -> str:
         match = CREDENTIAL_SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
         return match.group(1) if match else self.default_region
+
+
+def collect(app: WsgiApp, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+    """Call a WSGI app and read its whole answer: (status, headers, body)."""
+    captured: dict[str, Any] = {"status": "500 Internal Server Error", "headers": []}
+
+    def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable:
+        captured["status"], captured["headers"] = status, headers
+        return lambda data: None
+
+    chunks = app(environ, capture)
+    try:
+        payload = b"".join(chunks)
+    finally:
+        close = getattr(chunks, "close", None)
+        if close:
+            close()
+    return captured["status"], captured["headers"], payload
 
 
 MISSING_SIGNATURE = AwsError(

@@ -31,13 +31,14 @@ from werkzeug.test import EnvironBuilder
 
 from esjoin.emulator.aids.schedule import Actor, Scheduler
 from esjoin.emulator.aids.trace import BLOB_MIN_BYTES
-from esjoin.emulator.http.gateway import CONTROL_PREFIX, CREDENTIAL_SCOPE, operation_of, read_body
+from esjoin.emulator.http.gateway import CONTROL_PREFIX, CREDENTIAL_SCOPE, collect, operation_of, read_body
 
 log = logging.getLogger("esjoin.schedule")
 WsgiApp = Callable[[dict[str, Any], Callable], Iterable[bytes]]
 SLEEP_PATH = "/_esjoin/sleep"
 INPUTS_PATH = "/_esjoin/schedule/inputs"
 CLOCK_HEADER = "X-Esjoin-Clock"
+LOOPBACK_ADDRESS = re.compile(rb"(?:127\.0\.0\.1|localhost|\[::1\]):\d{1,5}")
 # Headers a replay does not need (signatures, dates, SDK bookkeeping, connection handling).
 DROPPED_HEADERS = {
     "authorization",
@@ -108,27 +109,14 @@ class ScheduledGateway:
         threading.Thread(target=run, name=f"scheduled-{actor.name}", daemon=True).start()
 
     def _serve_outside(self, actor: Actor, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
-        captured: dict[str, Any] = {"status": "500 Internal Server Error", "headers": []}
-
-        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable:
-            captured["status"], captured["headers"] = status, headers
-            return lambda data: None
-
-        payload = b""
+        status, headers, payload = "500 Internal Server Error", [], b""
         try:
-            chunks = self.gateway(environ, capture)
-            try:
-                payload = b"".join(chunks)
-            finally:
-                close = getattr(chunks, "close", None)
-                if close:
-                    close()
+            status, headers, payload = collect(self.gateway, environ)
         finally:
-            status = int(captured["status"][:3])
             digest = self._digest(payload, environ.get("HTTP_HOST", ""))
-            self.scheduler.note({"response": {"actor": actor.name, "status": status, "digest": digest}})
+            self.scheduler.note({"response": {"actor": actor.name, "status": int(status[:3]), "digest": digest}})
             self.scheduler.finish(actor)
-        start_response(captured["status"], [*captured["headers"], (CLOCK_HEADER, str(self.scheduler.now_ms))])
+        start_response(status, [*headers, (CLOCK_HEADER, str(self.scheduler.now_ms))])
         return [payload]
 
     def _clocked(self, app: WsgiApp, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
@@ -149,12 +137,13 @@ class ScheduledGateway:
         return [b"{}"]
 
     def _digest(self, payload: bytes, host: str) -> str:
-        """The answer's digest, with the host the request named and this endpoint's own address taken
-        out (a replay runs on another port, and sends the recorded Host)."""
-        for address in (host, self.endpoint_url.split("://", 1)[-1]):
+        """The answer's digest, with the host the request named and every loopback address with a port
+        taken out: a replay runs on another port, and answers carry URLs with the recording's port in
+        them (queue URLs a function's environment names, GetFunction's code location)."""
+        for address in (host, self.own_host):
             if address:
                 payload = payload.replace(address.encode(), b"{endpoint}")
-        return hashlib.sha256(payload).hexdigest()[:16]
+        return hashlib.sha256(LOOPBACK_ADDRESS.sub(b"{endpoint}", payload)).hexdigest()[:16]
 
 
 def label_of(environ: dict[str, Any], body: bytes) -> str:
