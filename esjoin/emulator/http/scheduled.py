@@ -22,6 +22,7 @@ import binascii
 import hashlib
 import json
 import logging
+import math
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -37,6 +38,7 @@ log = logging.getLogger("esjoin.schedule")
 WsgiApp = Callable[[dict[str, Any], Callable], Iterable[bytes]]
 SLEEP_PATH = "/_esjoin/sleep"
 INPUTS_PATH = "/_esjoin/schedule/inputs"
+MAX_SLEEP_SECONDS = 900.0  # a worker's virtual sleep (Lambda's longest timeout)
 CLOCK_HEADER = "X-Esjoin-Clock"
 LOOPBACK_ADDRESS = re.compile(rb"(?:127\.0\.0\.1|localhost|\[::1\]):\d{1,5}")
 # Headers a replay does not need (signatures, dates, SDK bookkeeping, connection handling).
@@ -130,6 +132,7 @@ class ScheduledGateway:
             seconds = float(json.loads(read_body(environ) or b"{}").get("seconds", 0))
         except (ValueError, AttributeError, TypeError):
             seconds = 0.0
+        seconds = min(max(seconds, 0.0), MAX_SLEEP_SECONDS) if math.isfinite(seconds) else 0.0
         actor = self.scheduler.call(actor_name, f"sleep {seconds:g} s")
         if actor is not None and seconds > 0:
             self.scheduler.wait(actor, f"sleep {seconds:g} s", due_ms=self.scheduler.now_ms + round(seconds * 1000))
