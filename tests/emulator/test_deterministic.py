@@ -50,6 +50,12 @@ def handler(event, context):
         if "kinesis" in record:
             sqs.send_message(QueueUrl=os.environ["QUEUE"], MessageBody=key, DelaySeconds=60)
     return {}
+
+def slow_handler(event, context):
+    started = time.monotonic()
+    while time.monotonic() < started + 1.5:  # a CPU-bound handler: real time passes, virtual time does not
+        pass
+    return handler(event, context)
 """
 
 
@@ -61,8 +67,10 @@ def code_zip() -> bytes:
     return buffer.getvalue()
 
 
-def deterministic_backend(directory: Path, seed: int, pace: str = "virtual", args: list[str] | None = None) -> Backend:
-    environment = {"ESJOIN_SEED": str(seed), "ESJOIN_PACE": pace, "ESJOIN_CLOCK_START_MS": str(CLOCK)}
+def deterministic_backend(
+    directory: Path, seed: int, pace: str = "virtual", args: list[str] | None = None, clock: int = CLOCK
+) -> Backend:
+    environment = {"ESJOIN_SEED": str(seed), "ESJOIN_PACE": pace, "ESJOIN_CLOCK_START_MS": str(clock)}
     process, url = start_embedded(
         free_port(), directory / "state", directory / "emulator.log", extra_env=environment, args=args
     )
@@ -76,12 +84,13 @@ def build_busy_stack(clients: Any, records: int = 12) -> None:
     kinesis.create_stream(StreamName="busy", ShardCount=2)
     queue = "http://localhost:4566/000000000000/delayed"
     sqs.create_queue(QueueName="delayed")
-    dynamodb.create_table(
-        TableName="seen",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    if "seen" not in dynamodb.list_tables().get("TableNames", ["scripted"]):
+        dynamodb.create_table(
+            TableName="seen",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
     for name in ("fan", "sink"):
         lambda_.create_function(
             FunctionName=name,
@@ -102,6 +111,26 @@ def build_busy_stack(clients: Any, records: int = 12) -> None:
     )
     for index in range(records):
         kinesis.put_record(StreamName="busy", Data=f"record {index}".encode(), PartitionKey=f"key-{index % 5}")
+
+
+def invoke_slow_function(backend: Backend) -> None:
+    backend.client("dynamodb").create_table(
+        TableName="seen",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    lambda_ = backend.client("lambda")
+    lambda_.create_function(
+        FunctionName="slow",
+        Runtime="python3.12",
+        Role=ROLE,
+        Handler="app.slow_handler",
+        Code={"ZipFile": code_zip()},
+        Environment={"Variables": {"TABLE": "seen", "QUEUE": "unused"}},
+    )
+    answer = lambda_.invoke(FunctionName="slow", Payload=json.dumps({"Records": [{"messageId": "direct"}]}))
+    assert answer["StatusCode"] == 200 and "FunctionError" not in answer, answer["Payload"].read()
 
 
 def items(backend: Backend) -> list[dict[str, Any]]:
@@ -158,19 +187,24 @@ def test_workers_draw_uuid4_and_random_from_the_seed(tmp_path):
 
 
 def test_a_run_driven_live_replays_exactly_and_reports_a_changed_run(tmp_path):
-    backend = deterministic_backend(tmp_path / "live", 31, pace="wall")
+    # an hour behind the wall clock: the live endpoint's clock catches up while outside requests wait
+    backend = deterministic_backend(tmp_path / "live", 31, pace="wall", clock=int(time.time() * 1000) - 3_600_000)
     try:
+        # a slow function invoked directly: its call is a step of the outside request's actor, taken once
+        # the clock has caught up with the wall clock again (the handler spent 1.5 s of real time)
+        invoke_slow_function(backend)
         build_busy_stack(backend.client, records=6)
         wait_settled(backend)
-        assert len(items(backend)) == 12
+        assert len(items(backend)) == 12 + 1
         recorded = tmp_path / "live.trace.jsonl.gz"
         recorded.write_bytes(backend.control.trace())
     finally:
         backend.stop()
+    trace = read_trace(recorded)
+    assert [e for e in trace.entries if "advance" in e], "the live clock never caught up with the wall clock"
     result = replay_trace(recorded, report=False)
     assert result.divergence is None, result.divergence
     assert result.difference is None, result.difference
-    trace = read_trace(recorded)
     assert result.replayed.last_step >= trace.last_step
 
     # A replay up to a step stops there: the deliveries after it do not happen

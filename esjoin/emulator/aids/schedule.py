@@ -516,8 +516,11 @@ class Scheduler:
             self._hold_internal = True
             return self._decide()
         if "advance" in expected:
-            if candidates:
-                return self._diverge(follow, expected, f"{candidates[0].name} could run: {candidates[0].label}")
+            # a timer's jump came when nothing could run; a wall-pace catch-up when only outside requests
+            # (and calls of functions they invoked) waited
+            internal = [a for a in candidates if a.request is None]
+            if internal:
+                return self._diverge(follow, expected, f"{internal[0].name} could run: {internal[0].label}")
             follow.position += 1
             self._record_advance(int(expected["t"]))
             return True
