@@ -59,11 +59,11 @@ def slow_handler(event, context):
 """
 
 
-def code_zip() -> bytes:
-    """The functions' zip, the same bytes every time (fixed entry dates)."""
+def code_zip(source: str = HANDLER) -> bytes:
+    """A function's zip, the same bytes every time (fixed entry dates)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr(zipfile.ZipInfo("app.py", date_time=(2026, 1, 1, 0, 0, 0)), HANDLER)
+        archive.writestr(zipfile.ZipInfo("app.py", date_time=(2026, 1, 1, 0, 0, 0)), source)
     return buffer.getvalue()
 
 
@@ -305,3 +305,31 @@ def test_deterministic_control_routes_refuse_bad_input(tmp_path):
 def test_fast_mode_has_no_trace(endpoint, control):
     with pytest.raises(ControlApiError, match="409"):
         ControlClient(endpoint.url).trace()
+
+
+FAILING_HANDLER = """
+def handler(event, context):
+    raise RuntimeError("always")
+"""
+
+
+def test_event_invocations_retry_in_virtual_time_and_more_than_the_pool_holds_run(tmp_path):
+    backend = deterministic_backend(tmp_path, 61)
+    try:
+        script = Script(backend)
+        lambda_ = script.client("lambda")
+        code = {"ZipFile": code_zip(FAILING_HANDLER)}
+        lambda_.create_function(FunctionName="flaky", Runtime="python3.12", Role=ROLE, Handler="app.handler", Code=code)
+        for index in range(10):  # more than the 8 threads fast mode's async pool has
+            lambda_.invoke(FunctionName="flaky", InvocationType="Event", Payload=json.dumps({"n": index}))
+        started = time.monotonic()
+        backend.control.submit_inputs(script.requests, script.blobs)
+        wait_settled(backend)
+        elapsed = time.monotonic() - started
+        attempts = [r["attempt"] for r in backend.control.history(function="flaky")["invocations"]]
+        assert sorted(attempts) == sorted([1, 2, 3] * 10), attempts
+        schedule = backend.control.schedule()
+        assert schedule["clockMs"] >= CLOCK + 3_000, "the retries' 1 s and 2 s did not pass on the virtual clock"
+        assert elapsed < 30, f"{elapsed:.1f} s"
+    finally:
+        backend.stop()

@@ -477,8 +477,18 @@ class LambdaBackend:
         if invocation_type == "Event":
             with self._activity:
                 self._async_pending += 1
-            actor = self.scheduler.spawn("async") if self.scheduler is not None else None
-            self._async.submit(self._invoke_async, function.arn, payload, region, origin, actor)
+            if self.scheduler is None:
+                self._async.submit(self._invoke_async, function.arn, payload, region, origin)
+                return None
+            # deterministic mode: a thread each, never queued behind the pool's 8 (an actor created and
+            # never started would stop the schedule)
+            actor = self.scheduler.spawn("async")
+            threading.Thread(
+                target=self._invoke_async,
+                args=(function.arn, payload, region, origin, actor),
+                name=f"lambda-{actor.name}",
+                daemon=True,
+            ).start()
             return None
         return self._invoke(function, payload, origin, client_context)
 
