@@ -27,6 +27,7 @@ from esjoin.cli import app
 from esjoin.emulator.aids.trace import first_difference, parse_trace, read_trace
 from esjoin.target import local_target
 from esjoin.testing.backends import EMBEDDED, TIMING, Backend, free_port, start_embedded
+from esjoin.testing.capture import Bundle, feed_scripted
 from esjoin.testing.control_client import ControlApiError, ControlClient
 from esjoin.testing.explore import wait_settled
 from esjoin.testing.reproduce import Script, replay_trace
@@ -331,5 +332,42 @@ def test_event_invocations_retry_in_virtual_time_and_more_than_the_pool_holds_ru
         schedule = backend.control.schedule()
         assert schedule["clockMs"] >= CLOCK + 3_000, "the retries' 1 s and 2 s did not pass on the virtual clock"
         assert elapsed < 30, f"{elapsed:.1f} s"
+    finally:
+        backend.stop()
+
+
+def test_a_captured_bundle_fed_to_a_deterministic_endpoint_goes_in_as_scripted_inputs(tmp_path):
+    bundle = Bundle(
+        {
+            "format": "esjoin-capture",
+            "version": 1,
+            "stream": "captured",
+            "shards": {
+                "shardId-000000000000": [
+                    {
+                        "sequenceNumber": str(i),
+                        "partitionKey": f"k{i % 2}",
+                        "data": base64.b64encode(b"r%d" % i).decode(),
+                        "arrival": i,
+                    }
+                    for i in range(5)
+                ]
+            },
+            "tables": {},
+        }
+    )
+    backend = deterministic_backend(tmp_path, 71, pace="wall")
+    try:
+        backend.client("kinesis").create_stream(StreamName="captured", ShardCount=1)
+        fed = feed_scripted(bundle, backend)
+        wait_settled(backend)
+        kinesis = backend.client("kinesis")
+        iterator = kinesis.get_shard_iterator(
+            StreamName="captured", ShardId="shardId-000000000000", ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        data = [r["Data"] for r in kinesis.get_records(ShardIterator=iterator)["Records"]]
+        assert fed["records"] == 5 and data == [b"r0", b"r1", b"r2", b"r3", b"r4"]
+        labels = [e["label"] for e in parse_trace(backend.control.trace()).entries if "grant" in e]
+        assert labels.count("kinesis.PutRecords") == 1, labels
     finally:
         backend.stop()
