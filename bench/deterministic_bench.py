@@ -8,8 +8,8 @@
    delayed 60 s): 30 events for 3 users, scripted, until settled. Real seconds against the virtual
    seconds the run covered.
 3. Exploration: the snapshot-race and late-events scenarios on the original snapshot logic under
-   seeds 1..N (schedules a minute, failing seeds); the first failing seed of each run 20 more times
-   (its outcome and step count must repeat every time); and the safe logic under the same seeds.
+   seeds 1..N (schedules a minute, failing seeds); every seed a second time (each outcome and step
+   count must repeat); the first failing seed 20 more times; and the safe logic under the same seeds.
 4. Trace size: a scripted run of 1,000 events (10 users) against the same run with none: the trace
    bytes the events add, compressed, per 1,000 events.
 """
@@ -90,6 +90,15 @@ def run(quick: bool = False) -> PartReport:
                 target=">= 1",
                 met=bool(found["failing"]),
                 detail=f"seeds {found['failing']}; {found['perMinute']:.1f} schedules a minute",
+            )
+        )
+        report.add(
+            Measurement(
+                f"{name}: every seed run again gives the same outcome and steps",
+                found["secondPassSame"],
+                f"of {seeds}",
+                target=f"{seeds} of {seeds}",
+                met=found["secondPassSame"] == seeds,
             )
         )
         if found["failing"]:
@@ -191,6 +200,8 @@ def explore(directory: Path, scenario: str, seeds: int, repeats: int) -> dict[st
     results = list(original.run(SCENARIOS[scenario], range(1, seeds + 1)))
     minutes = (time.monotonic() - started) / 60
     failing = [r for r in results if r.failed]
+    again = list(original.run(SCENARIOS[scenario], range(1, seeds + 1)))  # every seed a second time
+    same = sum((a.failed, a.steps) == (r.failed, r.steps) for a, r in zip(again, results, strict=True))
     reproduced = 0
     if failing:
         first = failing[0]
@@ -204,6 +215,7 @@ def explore(directory: Path, scenario: str, seeds: int, repeats: int) -> dict[st
         "failing": [r.seed for r in failing],
         "perMinute": round(seeds / minutes, 1),
         "reproduced": reproduced,
+        "secondPassSame": same,
         "repeats": repeats,
         "safeFailing": safe_failing,
         "steps": {r.seed: r.steps for r in results},
