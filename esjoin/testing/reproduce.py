@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from botocore.awsrequest import AWSResponse
 
 from esjoin.emulator.aids.trace import Trace, first_difference, parse_trace, read_trace
+from esjoin.emulator.http.scheduled import recorded_body
 from esjoin.target import Target, local_target
 from esjoin.testing.backends import EMBEDDED, TIMING, Backend, free_port, start_embedded
 from esjoin.testing.control_client import ControlClient
@@ -159,10 +160,7 @@ class Script:
         }
         if len(scope) >= 5:
             recorded["region"], recorded["service"] = scope[2], scope[3]
-        try:
-            recorded["body"] = body.decode()
-        except UnicodeDecodeError:
-            recorded["body"] = {"base64": base64.b64encode(body).decode()}
+        recorded["body"] = recorded_body(body, self.blobs)  # function code and big bodies as blobs, as a trace has them
         self.requests.append(recorded)
         return AWSResponse(request.url, 200, {}, _Raw(b"{}"))
 

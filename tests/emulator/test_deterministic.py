@@ -371,3 +371,30 @@ def test_a_captured_bundle_fed_to_a_deterministic_endpoint_goes_in_as_scripted_i
         assert labels.count("kinesis.PutRecords") == 1, labels
     finally:
         backend.stop()
+
+
+def test_after_a_code_change_the_replay_reports_where_the_run_departs_and_still_ends(tmp_path):
+    """A trace replayed with changed function code: the divergence is the change (the delayed SQS sends
+    the old code made, and the new code does not), and the run still goes to its end."""
+    backend = deterministic_backend(tmp_path / "run", 81)
+    try:
+        script = Script(backend)
+        build_busy_stack(script.client, records=4)
+        backend.control.submit_inputs(script.requests, script.blobs)
+        wait_settled(backend)
+        recorded = tmp_path / "run.trace.jsonl.gz"
+        recorded.write_bytes(backend.control.trace())
+    finally:
+        backend.stop()
+    old_code = base64.b64encode(code_zip())
+    new_code = base64.b64encode(code_zip(HANDLER.replace("DelaySeconds=60)", "DelaySeconds=60) if False else None")))
+
+    def swap(lines: list[bytes]) -> list[bytes]:  # the functions' code, inline in CreateFunction's body
+        return [line.replace(old_code, new_code) for line in lines]
+
+    fixed = rewrite(recorded, tmp_path / "fixed.trace.jsonl.gz", swap)
+    result = replay_trace(fixed, report=False)
+    divergence = result.divergence
+    assert divergence is not None, "a run with other code followed the recording to the end"
+    assert divergence["expected"]["label"] == "sqs.SendMessage", divergence
+    assert result.schedule["replayDone"]

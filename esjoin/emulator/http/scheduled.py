@@ -181,7 +181,7 @@ def record_request(environ: dict[str, Any], body: bytes, blobs: dict[str, bytes]
     }
     if scope:
         request["region"], request["service"] = scope.group(1), scope.group(2)
-    request["body"] = _recorded_body(body, blobs)
+    request["body"] = recorded_body(body, blobs)
     return request
 
 
@@ -202,7 +202,7 @@ def blob_references(value: Any) -> list[str]:
     return []
 
 
-def _recorded_body(body: bytes, blobs: dict[str, bytes]) -> Any:
+def recorded_body(body: bytes, blobs: dict[str, bytes]) -> Any:
     """A body as the trace keeps it: text; a JSON body's function code (ZipFile) as a `$blob:<sha256>`
     string in place of its base64, stored once; anything else big as a blob; binary as base64."""
     if not body:
@@ -233,7 +233,7 @@ BLOB_TOKEN = re.compile(r'"\$blob:([0-9a-f]{64})"')
 
 
 def body_of(recorded: Any, blobs: dict[str, bytes]) -> bytes:
-    """The request body a recorded one stands for (the inverse of _recorded_body)."""
+    """The request body a recorded one stands for (the inverse of recorded_body)."""
     if isinstance(recorded, str):
         return recorded.encode()
     if "$blob" in recorded:
