@@ -142,6 +142,7 @@ class Emulator:
         if self.scheduler is not None:
             self.gateway = ScheduledGateway(self.gateway, self.scheduler, self.endpoint_url)
             self.scheduler.run()
+            self._prepare_first_requests(freeze_gc)  # nothing may run beside the schedule: warm up first
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="esjoin-http", daemon=True
         )
@@ -149,8 +150,7 @@ class Emulator:
         self.started_at = time.time()
         self.ready = True
         log.info("esjoin endpoint ready on %s in %.2f s", self.endpoint_url, time.monotonic() - t0)
-        if self.scheduler is not None:  # nothing may run beside the schedule: warm up before serving
-            self._prepare_first_requests(freeze_gc)
+        if self.scheduler is not None:
             return
         self._warm_up = threading.Thread(
             target=self._prepare_first_requests, args=(freeze_gc,), name="esjoin-warm-up", daemon=True
