@@ -236,8 +236,9 @@ def feed_bundle(inputs: Path, stream: str | None, region: str, endpoint: str) ->
 
 
 def replay_trace_command(path: Path, until: int | None, check: bool, keep: bool) -> None:
-    from esjoin.emulator.aids.trace import TraceError, first_difference, parse_trace, read_trace
-    from esjoin.testing.reproduce import demo_report, replay_endpoint, trace_summary
+    from esjoin.emulator.aids.trace import TraceError, read_trace
+    from esjoin.testing.reproduce import trace_summary
+    from esjoin.testing.waits import WaitTimeout
 
     demo_project()
     try:
@@ -248,6 +249,19 @@ def replay_trace_command(path: Path, until: int | None, check: bool, keep: bool)
     console.print(
         f"replaying {path}: seed {summary['seed']}, {summary['steps']} steps, pace {recorded.header.get('pace')}"
     )
+    try:
+        divergence, difference = replay_and_report(path, recorded, until, keep)
+    except (BackendError, ControlApiError, WaitTimeout) as error:
+        raise fail(f"the replay of {path} did not complete: {error}") from None
+    if check and (divergence or difference):
+        raise typer.Exit(1)
+
+
+def replay_and_report(path: Path, recorded: Any, until: int | None, keep: bool) -> tuple[Any, Any]:
+    """Replay `path`, print the divergence or the first difference and the demo stages' report."""
+    from esjoin.emulator.aids.trace import first_difference, parse_trace
+    from esjoin.testing.reproduce import demo_report, replay_endpoint
+
     with replay_endpoint(path, until) as backend:
         schedule = backend.control.schedule()
         replayed = parse_trace(backend.control.trace(), f"the replay of {path}")
@@ -285,8 +299,7 @@ def replay_trace_command(path: Path, until: int | None, check: bool, keep: bool)
                     time.sleep(3600)
             except KeyboardInterrupt:
                 pass
-    if check and (divergence or difference):
-        raise typer.Exit(1)
+    return divergence, difference
 
 
 trace_app = typer.Typer(no_args_is_help=True, help="a deterministic endpoint's trace")
