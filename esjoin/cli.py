@@ -109,7 +109,8 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 @emulator_app.command("start", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def emulator_start(ctx: typer.Context) -> None:
-    """Run the endpoint in the foreground (flags: --host --port --region --timing --state-dir -v)."""
+    """Run the endpoint in the foreground (flags: --host --port --region --timing --state-dir -v; deterministic
+    mode: --seed N [--pace wall|virtual], or --replay TRACE [--until STEP])."""
     from esjoin.emulator.__main__ import main
 
     raise typer.Exit(main(list(ctx.args)))
