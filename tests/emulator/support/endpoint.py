@@ -11,6 +11,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import socket
 import textwrap
 import time
@@ -108,11 +109,14 @@ class Endpoint:
 
 
 def start_endpoint(state_dir: Path, **config: Any) -> Endpoint:
-    """An Emulator on a free port, as `python -m esjoin.emulator` would run it (ESJOIN_* apply, then `config`)."""
+    """An Emulator on a free port, as `python -m esjoin.emulator` would run it (ESJOIN_* apply, then `config`),
+    in fast mode whatever ESJOIN_SEED says: these endpoints run in the test's own process, where deterministic
+    mode would move the test's clock too (test_deterministic.py runs deterministic endpoints as processes)."""
     from esjoin.emulator.config import EmulatorConfig
     from esjoin.emulator.server import Emulator
 
-    emulator = Emulator(EmulatorConfig.from_env(port=free_port(), state_dir=state_dir, **config))
+    environ = {key: value for key, value in os.environ.items() if key != "ESJOIN_SEED"}
+    emulator = Emulator(EmulatorConfig.from_env(environ, port=free_port(), state_dir=state_dir, **config))
     try:
         emulator.start()
     except BaseException:
