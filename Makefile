@@ -19,6 +19,11 @@ else
 TEST_BACKEND := $(BACKEND)
 TEST_ENV :=
 endif
+ifeq ($(BACKEND),localstack)
+# The poll settings docker-compose.yml starts LocalStack with: the harness derives its settle time from them.
+TEST_ENV := LAMBDA_EVENT_SOURCE_MAPPING_POLL_INTERVAL_SEC=$${LAMBDA_EVENT_SOURCE_MAPPING_POLL_INTERVAL_SEC:-0.1} \
+	LAMBDA_EVENT_SOURCE_MAPPING_MAX_BACKOFF_ON_EMPTY_POLL_SEC=$${LAMBDA_EVENT_SOURCE_MAPPING_MAX_BACKOFF_ON_EMPTY_POLL_SEC:-0.5}
+endif
 
 .PHONY: help install up down status logs demo test test-unit test-emulator test-integration compose-tool aws-cli-v2 bench lint clean
 

@@ -12,11 +12,13 @@ Each backend knows how to reach its endpoint, which credentials to use, and how 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,36 @@ TIMING = {
     LOCALSTACK: TimingProfile(deadline=150.0, interval=0.25, max_interval=1.0, settle=6.0),
     AWS: TimingProfile(deadline=300.0, interval=1.0, max_interval=5.0, settle=20.0),
 }
+
+# LocalStack's event source mapping pollers (its config.py, "LAMBDA_EVENT_SOURCE_MAPPING_*"): how often
+# they poll, and how long an idle or failing one backs off (LocalStack's defaults: 1 s, 10 s, 60 s).
+# Most of a LocalStack suite's time was those backoffs. The compose profile and the testcontainers path
+# start LocalStack with these test values, `make ... BACKEND=localstack` exports them, and the settle
+# time the harness waits on LocalStack is derived from the values it sees.
+LOCALSTACK_POLL_INTERVAL = "LAMBDA_EVENT_SOURCE_MAPPING_POLL_INTERVAL_SEC"
+LOCALSTACK_EMPTY_POLL_BACKOFF = "LAMBDA_EVENT_SOURCE_MAPPING_MAX_BACKOFF_ON_EMPTY_POLL_SEC"
+LOCALSTACK_ERROR_BACKOFF = "LAMBDA_EVENT_SOURCE_MAPPING_MAX_BACKOFF_ON_ERROR_SEC"
+LOCALSTACK_TEST_POLLING = {
+    LOCALSTACK_POLL_INTERVAL: "0.1",
+    LOCALSTACK_EMPTY_POLL_BACKOFF: "0.5",
+    LOCALSTACK_ERROR_BACKOFF: "2",
+}
+LOCALSTACK_DEFAULT_POLLING = {LOCALSTACK_POLL_INTERVAL: 1.0, LOCALSTACK_EMPTY_POLL_BACKOFF: 10.0}
+FUNCTION_HOP_SECONDS = 1.0  # a batch through a LocalStack Lambda container and back, with margin
+
+
+def localstack_timing(environ: Mapping[str, str] | None = None) -> TimingProfile:
+    """LocalStack's profile, its settle time derived from the poll settings in `environ` (LocalStack's
+    defaults when unset): the longest an idle poller waits before it polls again, one poll, one hop."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    for name, default in LOCALSTACK_DEFAULT_POLLING.items():
+        try:
+            values[name] = max(0.0, float(environ.get(name) or default))
+        except ValueError:
+            raise BackendError(f"{name}={environ[name]!r} is not a number of seconds") from None
+    settle = values[LOCALSTACK_EMPTY_POLL_BACKOFF] + values[LOCALSTACK_POLL_INTERVAL] + FUNCTION_HOP_SECONDS
+    return dataclasses.replace(TIMING[LOCALSTACK], settle=round(settle, 2))
 
 
 @dataclass
@@ -206,12 +238,14 @@ def _open_localstack(region: str) -> Backend:
     endpoint = os.environ.get("ESJOIN_LOCALSTACK_ENDPOINT", DEFAULT_ENDPOINT)
     target = local_target(endpoint, region)  # before any request: never probe a host that is not local
     if answers_health(endpoint, "/_localstack/health"):
-        return Backend(LOCALSTACK, target, TIMING[LOCALSTACK])
+        return Backend(LOCALSTACK, target, localstack_timing())
     if os.environ.get("ESJOIN_LOCALSTACK_START") == "testcontainers":
         from esjoin.testing.localstack_container import start_localstack
 
         container, endpoint = start_localstack()
-        return Backend(LOCALSTACK, local_target(endpoint, region), TIMING[LOCALSTACK], _process=container)
+        # the container was started with the test polling values (unless the environment names others)
+        timing = localstack_timing({**LOCALSTACK_TEST_POLLING, **os.environ})
+        return Backend(LOCALSTACK, local_target(endpoint, region), timing, _process=container)
     raise BackendError(
         f"LocalStack is not reachable at {endpoint}. Start LocalStack (make up BACKEND=localstack, or your own) "
         "and point ESJOIN_LOCALSTACK_ENDPOINT at it, or set ESJOIN_LOCALSTACK_START=testcontainers to start "

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from esjoin.testing.backends import BackendError
+from esjoin.testing.backends import LOCALSTACK_TEST_POLLING, BackendError
 
 DEFAULT_IMAGE = "localstack/localstack:4.14.0"
 """The last community image that starts without LOCALSTACK_AUTH_TOKEN (docker-compose.yml's default too)."""
@@ -48,6 +48,8 @@ class LocalStackSpec:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LocalStackSpec:
         environ = os.environ if environ is None else environ
         environment = {"SERVICES": ",".join(SERVICES), "DEBUG": environ.get("LOCALSTACK_DEBUG") or "0"}
+        for name, value in LOCALSTACK_TEST_POLLING.items():  # short poll backoffs (esjoin.testing.backends)
+            environment[name] = environ.get(name) or value
         if environ.get("LOCALSTACK_AUTH_TOKEN"):
             environment["LOCALSTACK_AUTH_TOKEN"] = environ["LOCALSTACK_AUTH_TOKEN"]
         # A remote engine (DOCKER_HOST=tcp://...) publishes on its own interfaces: loopback there

@@ -22,7 +22,13 @@ import yaml
 from esjoin import cli
 from esjoin.target import Clients
 from esjoin.testing import localstack_container
-from esjoin.testing.backends import DEFAULT_ENDPOINT, STATE_DIR
+from esjoin.testing.backends import (
+    DEFAULT_ENDPOINT,
+    LOCALSTACK_TEST_POLLING,
+    STATE_DIR,
+    BackendError,
+    localstack_timing,
+)
 from infra.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -284,6 +290,27 @@ def test_the_harness_testcontainers_localstack_matches_the_compose_one() -> None
     assert spec.publish_address == "127.0.0.1"
     token = localstack_container.LocalStackSpec.from_env({"LOCALSTACK_AUTH_TOKEN": "ls-x", "LOCALSTACK_IMAGE": "a:1"})
     assert token.environment["LOCALSTACK_AUTH_TOKEN"] == "ls-x" and token.image == "a:1"
+
+
+def test_localstack_polls_with_short_backoffs_the_harness_settles_by() -> None:
+    """The compose profile, the testcontainers path and the harness agree on LocalStack's event source
+    mapping poll settings; the harness's settle time on LocalStack follows them."""
+    compose_values = {name: environment("localstack")[name] for name in LOCALSTACK_TEST_POLLING}
+    assert compose_values == LOCALSTACK_TEST_POLLING
+    spec = localstack_container.LocalStackSpec.from_env({})
+    assert {name: spec.environment[name] for name in LOCALSTACK_TEST_POLLING} == LOCALSTACK_TEST_POLLING
+    fast = localstack_timing(LOCALSTACK_TEST_POLLING)
+    stock = localstack_timing({})  # a LocalStack left at its defaults: idle pollers back off to 10 s
+    assert fast.settle < 2 < 10 < stock.settle, (fast.settle, stock.settle)
+    makefile = (ROOT / "Makefile").read_text()
+    for name, value in LOCALSTACK_TEST_POLLING.items():
+        if name != "LAMBDA_EVENT_SOURCE_MAPPING_MAX_BACKOFF_ON_ERROR_SEC":  # the harness reads the two others
+            assert f"{name}=$${{{name}:-{value}}}" in makefile, f"the Makefile does not export {name}"
+
+
+def test_a_poll_setting_that_is_not_a_number_is_a_clear_error() -> None:
+    with pytest.raises(BackendError, match="LAMBDA_EVENT_SOURCE_MAPPING_POLL_INTERVAL_SEC='fast'"):
+        localstack_timing({"LAMBDA_EVENT_SOURCE_MAPPING_POLL_INTERVAL_SEC": "fast"})
 
 
 # -- a compose tool's own validation ------------------------------------------------------------
