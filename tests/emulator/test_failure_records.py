@@ -22,19 +22,23 @@ def test_a_pass(esjoin_endpoint):
 """
 
 
-def test_a_failing_test_leaves_the_endpoints_state_and_the_command_to_rerun_it(tmp_path: Path) -> None:
-    (tmp_path / "test_theirs.py").write_text(FAILING)
+def run_their_suite(directory: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """FAILING as another project's suite, in its own directory, with none of our environment."""
+    (directory / "test_theirs.py").write_text(FAILING)
     environment = {key: value for key, value in os.environ.items() if not key.startswith(("PYTEST", "ESJOIN_"))}
     environment["ESJOIN_REUSE_ENDPOINT"] = "0"
-
-    finished = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_theirs.py"],
-        cwd=tmp_path,
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_theirs.py", *options],
+        cwd=directory,
         env=environment,
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_a_failing_test_leaves_the_endpoints_state_and_the_command_to_rerun_it(tmp_path: Path) -> None:
+    finished = run_their_suite(tmp_path)
 
     assert finished.returncode == 1, finished.stdout + finished.stderr
     (kept,) = (tmp_path / ".esjoin" / "failures").iterdir()
@@ -52,18 +56,7 @@ def test_a_failing_test_leaves_the_endpoints_state_and_the_command_to_rerun_it(t
 def test_with_a_seed_the_record_holds_the_trace_that_replays_the_failure_exactly(tmp_path: Path) -> None:
     from esjoin.testing.reproduce import replay_trace
 
-    (tmp_path / "test_theirs.py").write_text(FAILING)
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(("PYTEST", "ESJOIN_"))}
-    environment["ESJOIN_REUSE_ENDPOINT"] = "0"
-
-    finished = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_theirs.py", "--esjoin-seed", "4"],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    finished = run_their_suite(tmp_path, "--esjoin-seed", "4")
 
     assert finished.returncode == 1, finished.stdout + finished.stderr
     (kept,) = (tmp_path / ".esjoin" / "failures").iterdir()
