@@ -22,10 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import Measurement, PartReport, load_average
-from esjoin.target import local_target
-from esjoin.testing.backends import EMBEDDED, TIMING, Backend, free_port, start_embedded
+from esjoin.testing.backends import own_embedded
 from esjoin.testing.checks import assert_converged
-from esjoin.testing.control_client import ControlClient
 from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
 from esjoin.testing.explore import CLOCK_START_MS, SCENARIOS, Exploration, Inputs, deploy_stage
 from esjoin.testing.pipeline import Pipeline
@@ -138,10 +136,7 @@ def run(quick: bool = False) -> PartReport:
 
 def pipeline_seconds(directory: Path, seed: int | None, events: int, users: int) -> dict[str, Any]:
     environment = {"ESJOIN_SEED": str(seed)} if seed is not None else {}
-    process, url = start_embedded(free_port(), directory / "state", directory / "emulator.log", extra_env=environment)
-    backend = Backend(
-        EMBEDDED, local_target(url, "us-east-1"), TIMING[EMBEDDED], ControlClient(url, timeout=60), _process=process
-    )
+    backend = own_embedded(directory, extra_env=environment, control_timeout=60)
     try:
         outputs = deploy_stage(
             backend, {"stage": "bench", "snapshot_horizon_seconds": 2, "snapshot_threshold": 20}, None

@@ -174,6 +174,24 @@ def start_embedded(
     raise BackendError(f"the embedded endpoint was not ready after {deadline:.0f}s; see {log_path}:\n{tail(log_path)}")
 
 
+def own_embedded(
+    directory: Path,
+    *,
+    port: int | None = None,
+    region: str = "us-east-1",
+    extra_env: dict[str, str] | None = None,
+    args: list[str] | None = None,
+    control_timeout: float = 10.0,
+) -> Backend:
+    """A `python -m esjoin.emulator` of the caller's own, on `port` (default: a free one), its state and
+    log under `directory`; `stop()` ends it."""
+    process, url = start_embedded(
+        port or free_port(), directory / "state", directory / "emulator.log", extra_env=extra_env, args=args
+    )
+    control = ControlClient(url, timeout=control_timeout)
+    return Backend(EMBEDDED, local_target(url, region), TIMING[EMBEDDED], control, _process=process)
+
+
 def tail(path: Path, lines: int = 20) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -227,11 +245,7 @@ def _open_embedded(region: str) -> Backend:
     if reuse and ControlClient(target.endpoint_url, timeout=2.0).is_ready():
         return Backend(EMBEDDED, target, TIMING[EMBEDDED], ControlClient(target.endpoint_url))
     port = free_port()
-    run_dir = STATE_DIR / f"test-endpoint-{port}"
-    process, endpoint = start_embedded(port, run_dir / "state", run_dir / "emulator.log")
-    return Backend(
-        EMBEDDED, local_target(endpoint, region), TIMING[EMBEDDED], ControlClient(endpoint), _process=process
-    )
+    return own_embedded(STATE_DIR / f"test-endpoint-{port}", port=port, region=region)
 
 
 def _open_localstack(region: str) -> Backend:

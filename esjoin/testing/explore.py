@@ -24,9 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from esjoin.target import local_target
-from esjoin.testing.backends import EMBEDDED, TIMING, Backend, free_port, start_embedded
-from esjoin.testing.control_client import ControlClient
+from esjoin.testing.backends import Backend, own_embedded
 from esjoin.testing.events import logged_in, order_submitted, user_created
 from esjoin.testing.pipeline import EventLog, Pipeline, partition_key
 from esjoin.testing.reproduce import Script
@@ -112,8 +110,7 @@ class Exploration:
         if self._archive is not None:
             return
         directory = self.workdir / "deploy"
-        process, url = start_embedded(free_port(), directory / "state", directory / "emulator.log")
-        backend = Backend(EMBEDDED, local_target(url, REGION), TIMING[EMBEDDED], ControlClient(url), _process=process)
+        backend = own_embedded(directory, region=REGION)
         try:
             self._outputs = deploy_stage(backend, self.settings, directory / "outputs.json")
             self._archive = backend.control.save_state()
@@ -131,12 +128,7 @@ class Exploration:
         started = time.monotonic()
         directory = self.workdir / f"seed-{seed}"
         environment = {"ESJOIN_SEED": str(seed), "ESJOIN_PACE": "virtual", "ESJOIN_CLOCK_START_MS": str(CLOCK_START_MS)}
-        process, url = start_embedded(
-            free_port(), directory / "state", directory / "emulator.log", extra_env=environment
-        )
-        backend = Backend(
-            EMBEDDED, local_target(url, REGION), TIMING[EMBEDDED], ControlClient(url, timeout=60), _process=process
-        )
+        backend = own_embedded(directory, region=REGION, extra_env=environment, control_timeout=60)
         try:
             script = Script(backend)
             assert self._archive is not None

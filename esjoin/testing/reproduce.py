@@ -30,9 +30,8 @@ from botocore.awsrequest import AWSResponse
 
 from esjoin.emulator.aids.trace import Trace, first_difference, parse_trace, read_trace
 from esjoin.emulator.http.scheduled import recorded_body
-from esjoin.target import Target, local_target
-from esjoin.testing.backends import EMBEDDED, TIMING, Backend, free_port, start_embedded
-from esjoin.testing.control_client import ControlClient
+from esjoin.target import Target
+from esjoin.testing.backends import Backend, own_embedded
 from esjoin.testing.waits import eventually
 
 REPLAY_DEADLINE_SECONDS = 600.0
@@ -66,12 +65,8 @@ def replay_endpoint(path: Path, until: int | None = None, workdir: Path | None =
     recording's last step, or `until`, or it diverged and settled). Raises TraceError for a bad trace."""
     read_trace(path)  # a bad file is named here, before anything starts
     directory = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="esjoin-replay-"))
-    port = free_port()
     args = ["--replay", str(Path(path).resolve())] + (["--until", str(until)] if until is not None else [])
-    process, url = start_embedded(port, directory / "state", directory / "emulator.log", args=args)
-    backend = Backend(
-        EMBEDDED, local_target(url, "us-east-1"), TIMING[EMBEDDED], ControlClient(url, timeout=60), _process=process
-    )
+    backend = own_embedded(directory, args=args, control_timeout=60)
     try:
         eventually(
             lambda: backend.control.schedule()["replayDone"],

@@ -25,8 +25,7 @@ from typer.testing import CliRunner
 
 from esjoin.cli import app
 from esjoin.emulator.aids.trace import first_difference, parse_trace, read_trace
-from esjoin.target import local_target
-from esjoin.testing.backends import EMBEDDED, TIMING, Backend, free_port, start_embedded
+from esjoin.testing.backends import Backend, free_port, own_embedded
 from esjoin.testing.capture import Bundle, feed_scripted
 from esjoin.testing.control_client import ControlApiError, ControlClient
 from esjoin.testing.explore import wait_settled
@@ -72,11 +71,7 @@ def deterministic_backend(
     directory: Path, seed: int, pace: str = "virtual", args: list[str] | None = None, clock: int = CLOCK
 ) -> Backend:
     environment = {"ESJOIN_SEED": str(seed), "ESJOIN_PACE": pace, "ESJOIN_CLOCK_START_MS": str(clock)}
-    process, url = start_embedded(
-        free_port(), directory / "state", directory / "emulator.log", extra_env=environment, args=args
-    )
-    target = local_target(url, "us-east-1")
-    return Backend(EMBEDDED, target, TIMING[EMBEDDED], ControlClient(url, timeout=60), _process=process)
+    return own_embedded(directory, extra_env=environment, args=args, control_timeout=60)
 
 
 def build_busy_stack(clients: Any, records: int = 12) -> None:

@@ -7,9 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from esjoin.target import local_target
-from esjoin.testing.backends import EMBEDDED, TIMING, Backend, free_port, start_embedded
-from esjoin.testing.control_client import ControlClient
+from esjoin.testing.backends import Backend, own_embedded
 
 REGION = "us-east-1"
 # The stage every scenario shares: a 2-second snapshot horizon (the default is 60 s) so snapshots
@@ -26,8 +24,7 @@ TEST_SETTINGS: dict[str, Any] = {
 
 def own_backend(directory: Path, port: int | None = None) -> Backend:
     """`python -m esjoin.emulator` on `port` (default: a free one), its state and log under `directory`."""
-    process, url = start_embedded(port or free_port(), directory / "state", directory / "emulator.log")
-    return Backend(EMBEDDED, local_target(url, REGION), TIMING[EMBEDDED], ControlClient(url), _process=process)
+    return own_embedded(directory, port=port, region=REGION)
 
 
 def deploy_demo(backend: Backend, stage: str, directory: Path) -> Any:
