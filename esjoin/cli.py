@@ -260,15 +260,12 @@ def replay_trace_command(path: Path, until: int | None, check: bool, keep: bool)
 
 def replay_and_report(path: Path, recorded: Any, until: int | None, keep: bool) -> tuple[Any, Any]:
     """Replay `path`, print the divergence or the first difference and the demo stages' report."""
-    from esjoin.emulator.aids.trace import first_difference, parse_trace
-    from esjoin.testing.reproduce import demo_report, replay_endpoint
+    from esjoin.testing.reproduce import replay_endpoint, replay_result
 
-    with replay_endpoint(path, until) as backend:
-        schedule = backend.control.schedule()
-        replayed = parse_trace(backend.control.trace(), f"the replay of {path}")
-        difference = first_difference(recorded, replayed, until)
-        divergence = schedule.get("divergence")
-        console.print(f"replayed to step {schedule['step']} on {backend.endpoint_url}")
+    with replay_endpoint(path, until, recorded=recorded) as backend:
+        result = replay_result(backend, recorded, until)
+        divergence, difference = result.divergence, result.difference
+        console.print(f"replayed to step {result.schedule['step']} on {backend.endpoint_url}")
         if divergence:
             console.print(
                 f"[red]diverged at step {divergence['step']}[/red]: expected {divergence['expected']}, "
@@ -287,7 +284,7 @@ def replay_and_report(path: Path, recorded: Any, until: int | None, keep: bool) 
                 "[green]exact[/green]: every decision, delivery and answer as recorded, to step "
                 f"{until or recorded.last_step}"
             )
-        for stage, problems in demo_report(backend).items():
+        for stage, problems in result.report.items():
             console.print(f"stage {stage}:")
             for problem in problems:
                 console.print(f"  {problem}", highlight=False)

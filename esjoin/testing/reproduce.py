@@ -60,10 +60,14 @@ class ReplayResult:
 
 
 @contextmanager
-def replay_endpoint(path: Path, until: int | None = None, workdir: Path | None = None) -> Iterator[Backend]:
+def replay_endpoint(
+    path: Path, until: int | None = None, workdir: Path | None = None, recorded: Trace | None = None
+) -> Iterator[Backend]:
     """A fresh endpoint replaying `path`; yields once the replay has done what it can (it holds at the
-    recording's last step, or `until`, or it diverged and settled). Raises TraceError for a bad trace."""
-    read_trace(path)  # a bad file is named here, before anything starts
+    recording's last step, or `until`, or it diverged and settled). Raises TraceError for a bad trace.
+    `recorded`: the trace, already read (and so checked) by the caller."""
+    if recorded is None:
+        read_trace(path)  # a bad file is named here, before anything starts
     directory = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="esjoin-replay-"))
     args = ["--replay", str(Path(path).resolve())] + (["--until", str(until)] if until is not None else [])
     backend = own_embedded(directory, args=args, control_timeout=60)
@@ -85,12 +89,16 @@ def replay_endpoint(path: Path, until: int | None = None, workdir: Path | None =
 
 def replay_trace(path: Path, until: int | None = None, report: bool = True) -> ReplayResult:
     recorded = read_trace(path)
-    with replay_endpoint(path, until) as backend:
-        schedule = backend.control.schedule()
-        replayed = parse_trace(backend.control.trace(), f"the replay of {path}")
-        difference = first_difference(recorded, replayed, until)
-        problems = demo_report(backend) if report else {}
-    return ReplayResult(recorded, replayed, schedule, difference, problems)
+    with replay_endpoint(path, until, recorded=recorded) as backend:
+        return replay_result(backend, recorded, until, report)
+
+
+def replay_result(backend: Backend, recorded: Trace, until: int | None, report: bool = True) -> ReplayResult:
+    """What a replay endpoint that is done did, against the recording (and the demo stages' report)."""
+    schedule = backend.control.schedule()
+    replayed = parse_trace(backend.control.trace(), f"the replay of {recorded.path}")
+    difference = first_difference(recorded, replayed, until)
+    return ReplayResult(recorded, replayed, schedule, difference, demo_report(backend) if report else {})
 
 
 # -- scripted inputs ---------------------------------------------------------------------------------

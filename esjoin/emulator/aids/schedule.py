@@ -208,10 +208,6 @@ class Scheduler:
         self._await_grant(actor)
         return actor
 
-    def adopt(self, actor: Actor, label: str) -> None:
-        """A recorded outside request being replayed (its actor made by inject()): park it."""
-        self.park(actor, label)
-
     def park(self, actor: Actor, label: str) -> None:
         """`actor` wants to take a step now: give up the baton and wait for the grant."""
         self._block(actor, PARKED, label, None, None)
@@ -282,12 +278,6 @@ class Scheduler:
         A script is one client: each request is admitted once the previous one has been answered."""
         with self._cond:
             self._inputs.extend(requests)
-            self._cond.notify_all()
-
-    def hold(self) -> None:
-        """Stop granting internal actors (replay --until): only outside requests run from now on."""
-        with self._cond:
-            self._hold_internal = True
             self._cond.notify_all()
 
     def status(self) -> dict[str, Any]:

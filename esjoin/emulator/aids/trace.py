@@ -77,12 +77,10 @@ class TraceRecorder:
                 stream.write(line)
         return buffer.getvalue()
 
-    def digest(self, *, until_step: int | None = None) -> str:
-        """SHA-256 of the lines (blobs included), optionally only those up to a step."""
+    def digest(self) -> str:
+        """SHA-256 of the lines, blobs included."""
         hasher = hashlib.sha256()
         for line in self.lines():
-            if until_step is not None and b'"step":' in line and json.loads(line).get("step", 0) > until_step:
-                break
             hasher.update(line)
         return hasher.hexdigest()
 

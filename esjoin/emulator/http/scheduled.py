@@ -63,8 +63,7 @@ class ScheduledGateway:
     def __init__(self, gateway: WsgiApp, scheduler: Scheduler, endpoint_url: str) -> None:
         self.gateway = gateway
         self.scheduler = scheduler
-        self.endpoint_url = endpoint_url
-        self.own_host = endpoint_url.split("://", 1)[-1]
+        self.own_host = endpoint_url.split("://", 1)[-1]  # the Host a request to this endpoint names
         scheduler.injector = self.inject
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
@@ -101,7 +100,7 @@ class ScheduledGateway:
             environ, label = None, f"unreadable request {_summary(request)}"
 
         def run() -> None:
-            self.scheduler.adopt(actor, label)
+            self.scheduler.park(actor, label)
             if environ is None:
                 self.scheduler.note({"response": {"actor": actor.name, "status": 400, "digest": "unreadable"}})
                 self.scheduler.finish(actor)
