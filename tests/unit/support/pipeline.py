@@ -196,14 +196,7 @@ class Pipeline:
         return {parse_event(e).user_id for e in self.produced}
 
     def expected(self, user_id: str) -> dict:
-        state = fold(parse_event(e) for e in self.produced if parse_event(e).user_id == user_id)
-        return {
-            "id": user_id,
-            "name": state.name,
-            "lastLogin": state.last_login,
-            "recentOrderCount": state.order_count,
-            "eventCount": state.event_count,
-        }
+        return view_of(user_id, fold(parse_event(e) for e in self.produced if parse_event(e).user_id == user_id))
 
     def view(self, user_id: str) -> dict | None:
         item = self.ddb.tables[VIEWS].get((user_id,))
@@ -215,14 +208,10 @@ class Pipeline:
     def stored_state(self, user_id: str) -> dict:
         """What storage alone can rebuild: the snapshot plus the events above its watermark (I2)."""
         snap = self.rt.store.get_snapshot(user_id)
-        state = fold((e.event for e in self.rt.store.query_events(user_id, after=snap.watermark)), start=snap.state)
-        return {
-            "id": user_id,
-            "name": state.name,
-            "lastLogin": state.last_login,
-            "recentOrderCount": state.order_count,
-            "eventCount": state.event_count,
-        }
+        return view_of(
+            user_id,
+            fold((e.event for e in self.rt.store.query_events(user_id, after=snap.watermark)), start=snap.state),
+        )
 
     def failure_messages(self) -> list[dict]:
         return [json.loads(m.body) for m in self.sqs.queues[FAILQ]]
@@ -235,3 +224,14 @@ def event(event_id: str, event_type: str, user_id: str, timestamp: int, name: st
     else:
         body["user"] = {"id": user_id} | ({"name": name} if name else {})
     return body
+
+
+def view_of(user_id: str, state: Any) -> dict:
+    """A folded state as the view row's compared fields."""
+    return {
+        "id": user_id,
+        "name": state.name,
+        "lastLogin": state.last_login,
+        "recentOrderCount": state.order_count,
+        "eventCount": state.event_count,
+    }
