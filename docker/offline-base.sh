@@ -10,9 +10,12 @@
 # and `pip` linked to it, Debian's PEP 668 marker removed (the image is a single-purpose one).
 # The host's CA bundle is copied in and given to pip, so a TLS-inspecting proxy the host trusts is
 # trusted inside the build too. Needs root (debootstrap), debootstrap and a running Docker engine.
-# Settings: ESJOIN_BASE_TAG (the tag), DEBIAN_MIRROR (default: the machine's apt mirror).
+# Settings: ESJOIN_BASE_TAG (the tag), DEBIAN_MIRROR (default: the machine's apt mirror),
+# ESJOIN_BASE_SUITE (default bookworm; trixie gives Python 3.13, which the offline LocalStack image
+# needs: docker/localstack-offline/build.sh makes esjoin/python-base:3.13-trixie that way).
 set -euo pipefail
 
+SUITE="${ESJOIN_BASE_SUITE:-bookworm}"
 TAG="${ESJOIN_BASE_TAG:-esjoin/python-base:3.11-bookworm}"
 PACKAGES="python3,python3-pip,python3-venv,ca-certificates,passwd"
 HOST_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
@@ -34,8 +37,8 @@ cleanup() {  # debootstrap may leave /proc and friends mounted inside the tree: 
 }
 trap cleanup EXIT
 
-echo "offline-base: debootstrap bookworm minbase + $PACKAGES (mirror: ${mirror:-debootstrap default})"
-debootstrap --variant=minbase --include="$PACKAGES" bookworm "$rootfs" ${mirror:+"$mirror"} >"$work/debootstrap.log" 2>&1 \
+echo "offline-base: debootstrap $SUITE minbase + $PACKAGES (mirror: ${mirror:-debootstrap default})"
+debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$rootfs" ${mirror:+"$mirror"} >"$work/debootstrap.log" 2>&1 \
   || { tail -20 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
 
 ln -sf python3 "$rootfs/usr/bin/python"

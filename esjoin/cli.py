@@ -479,9 +479,50 @@ def compose_up(backend: str, stage: str) -> None:
     older checkout would run silently."""
     command = compose("--profile", COMPOSE_PROFILES[backend], "up", "-d", "--build")
     console.print("$ " + " ".join(command))
-    if subprocess.run(command, env={**os.environ, "ESJOIN_STAGE": stage}).returncode != 0:
+    run = subprocess.run(command, env={**os.environ, "ESJOIN_STAGE": stage}, stderr=subprocess.PIPE, text=True)
+    sys.stderr.write(run.stderr)
+    if run.returncode != 0:
+        advice = image_advice(backend, run.stderr)
+        if advice:  # nothing started: leave nothing behind either (the network compose created)
+            subprocess.run(compose("--profile", COMPOSE_PROFILES[backend], "down"), capture_output=True)
+            raise fail(advice)
         raise fail(f"`{' '.join(command)}` failed; `esjoin logs --backend {backend}` shows why")
     wait_for_services(backend)
+
+
+LOCALSTACK_DEFAULT_IMAGE = "localstack/localstack:4.14.0"
+OFFLINE_BUILD = "sudo bash docker/localstack-offline/build.sh"
+PULL_FAILURES = ("pull access denied", "manifest unknown", "no such host", "not found", "dial tcp", "toomanyrequests")
+TOKEN_WORDS = ("auth token", "auth_token", "license", "activation")
+
+
+def image_advice(backend: str, output: str) -> str:
+    """What to do when compose could not get LocalStack's image, or "" when that is not what failed."""
+    if backend != LOCALSTACK or not any(words in output.lower() for words in PULL_FAILURES):
+        return ""
+    image = os.environ.get("LOCALSTACK_IMAGE") or LOCALSTACK_DEFAULT_IMAGE
+    return (
+        f"LocalStack's image {image} cannot be pulled here (no registry reachable, or no such tag). Build the "
+        f"offline image, which prints its tag: `{OFFLINE_BUILD}`, then `LOCALSTACK_IMAGE=<tag> make up "
+        "BACKEND=localstack`; or pull the image where a registry is reachable and `docker load` it here"
+    )
+
+
+def exit_advice(backend: str, service: str) -> str:
+    """The last lines of a container that exited, and, for LocalStack asking for a token, what to do."""
+    ids = subprocess.run(
+        [*compose(), "--profile", COMPOSE_PROFILES[backend], "ps", "-a", "-q", service], capture_output=True, text=True
+    ).stdout.split()
+    logs = subprocess.run(["docker", "logs", "--tail", "15", *ids[:1]], capture_output=True, text=True) if ids else None
+    tail = ((logs.stdout + logs.stderr) if logs else "").strip()
+    advice = ""
+    if backend == LOCALSTACK and any(words in tail.lower() for words in TOKEN_WORDS):
+        advice = (
+            "\nThis LocalStack image needs an auth token: `LOCALSTACK_AUTH_TOKEN=<token> make up BACKEND=localstack`. "
+            f"Without one, use the last community image that starts without a token ({LOCALSTACK_DEFAULT_IMAGE}, the "
+            f"default) or the offline build (`{OFFLINE_BUILD}`)."
+        )
+    return (f"; its last lines:\n{tail}" if tail else "") + advice
 
 
 def service_status(state: dict[str, Any] | None) -> tuple[str, str]:
@@ -528,7 +569,8 @@ def wait_for_services(backend: str) -> None:
             state = json.loads(inspected.stdout) if inspected and inspected.returncode == 0 else None
             status, why = service_status(state)
             if status == FAILED:
-                raise fail(f"{service}: {why}; `esjoin logs --backend {backend}` shows why")
+                details = exit_advice(backend, service) if why.startswith("exited") else ""
+                raise fail(f"{service}: {why}; `esjoin logs --backend {backend}` shows why{details}")
             if status == READY:
                 pending.remove(service)
             if shown.get(service) != why:

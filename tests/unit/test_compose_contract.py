@@ -29,6 +29,7 @@ from esjoin.testing.backends import (
     BackendError,
     localstack_timing,
 )
+from infra import stack
 from infra.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -341,3 +342,44 @@ def test_a_compose_tool_validates_the_file_for_the_profile(profile: str) -> None
         backend = next(b for b, p in cli.COMPOSE_PROFILES.items() if p == profile)
         started = {name for name, spec in resolved["services"].items() if profile in spec.get("profiles", [])}
         assert started == set(cli.COMPOSE_SERVICES[backend]), " ".join(tool)
+
+
+# -- the offline LocalStack image (docker/localstack-offline/) --------------------------------------
+
+OFFLINE = ROOT / "docker" / "localstack-offline"
+
+
+def test_the_offline_image_is_the_localstack_release_compose_pins() -> None:
+    pinned = defaults(service("localstack")["image"]).rsplit(":", 1)[1]
+    lock = (OFFLINE / "requirements.lock").read_text()
+    assert f"localstack-core=={pinned}\n" in lock
+    assert all("==" in line for line in lock.splitlines() if line and not line.startswith("#")), "unpinned"
+    assert cli.LOCALSTACK_DEFAULT_IMAGE == localstack_container.DEFAULT_IMAGE == f"localstack/localstack:{pinned}"
+
+
+def test_the_offline_image_has_localstack_s_python_where_the_hook_and_healthcheck_run() -> None:
+    dockerfile = (OFFLINE / "Dockerfile").read_text()
+    python = environment("localstack")["ESJOIN_BOOTSTRAP_PYTHON"]
+    assert python == service("localstack")["healthcheck"]["test"][1] == "/opt/code/localstack/.venv/bin/python"
+    assert "VIRTUAL_ENV=/opt/code/localstack/.venv" in dockerfile
+    assert "/etc/localstack/init/ready.d" in dockerfile
+    # every Python runtime the stack may declare maps to the runtime image the build makes
+    mapping = re.search(r'LAMBDA_RUNTIME_IMAGE_MAPPING="(.+?)" \\', dockerfile).group(1).replace('\\"', '"')
+    runtimes = json.loads(mapping.replace("${LAMBDA_IMAGE}", "x"))
+    assert stack.RUNTIME in runtimes and set(runtimes) >= {"python3.12", "python3.13"}
+
+
+def test_the_offline_build_scripts_run_as_they_say() -> None:
+    for script in ("build.sh",):
+        assert (OFFLINE / script).stat().st_mode & stat.S_IXUSR
+    for source in ("lambda_init.py", "dynamodb_engine.py", "esjoin_localstack.py", "install_packages.py"):
+        compile((OFFLINE / source).read_text(), source, "exec")  # they run on the image's Python, not here
+    assert (OFFLINE / "lambda_init.py").read_text().startswith("#!/usr/bin/python3\n")  # /var/rapid/init
+
+
+def test_make_up_says_what_to_do_when_localstack_s_image_cannot_be_pulled() -> None:
+    pulled = 'Get "https://registry-1.docker.io/v2/": dial tcp: lookup registry-1.docker.io: no such host'
+    advice = cli.image_advice(cli.LOCALSTACK, pulled)
+    assert "docker/localstack-offline/build.sh" in advice and "LOCALSTACK_IMAGE=<tag>" in advice
+    assert cli.image_advice(cli.LOCALSTACK, "port is already allocated") == ""  # not an image problem
+    assert cli.image_advice(cli.EMULATOR_CONTAINER, pulled) == ""  # that profile builds its image
