@@ -1,13 +1,17 @@
 """LocalStack started by the harness itself, with testcontainers (ESJOIN_LOCALSTACK_START=testcontainers).
 
-The container docker-compose.yml's `localstack` profile describes, minus the init hook (the harness
-bootstraps its own test stages): the pinned community image (LOCALSTACK_IMAGE overrides it;
+The container docker-compose.yml's `localstack` profile describes: the pinned community image
+(LOCALSTACK_IMAGE overrides it, e.g. with docker/localstack-offline/build.sh's image;
 LOCALSTACK_AUTH_TOKEN is passed through for the newer images that need one), only the services the
-stack uses, the Docker socket so that Lambda functions run in sibling containers, and a network of its
-own, named in LAMBDA_DOCKER_NETWORK, on which those containers reach LocalStack by its alias. The port
-is published on 127.0.0.1 only when the Docker engine is this machine's (no DOCKER_HOST, or a unix
-socket); with a remote engine it is published on that engine's interfaces, and the URL names that
-host, which the local-endpoint guard accepts only when listed in ESJOIN_ALLOWED_HOSTS.
+stack uses, the Docker socket so that Lambda functions run in sibling containers, a network of its
+own, named in LAMBDA_DOCKER_NETWORK, on which those containers reach LocalStack by its alias, and the
+same ready.d hook (docker/esjoin-bootstrap.sh, with the checkout mounted read-only), which bootstraps
+stage `local`. The start waits for that hook to succeed, not just for LocalStack's "Ready." line, so a
+LocalStack whose services or Lambda containers do not work fails here, with the hook's log, instead
+of in the first test. The port is published on 127.0.0.1 only when the Docker engine is this
+machine's (no DOCKER_HOST, or a unix socket); with a remote engine it is published on that engine's
+interfaces, and the URL names that host, which the local-endpoint guard accepts only when listed in
+ESJOIN_ALLOWED_HOSTS (and the checkout must be a path that engine can mount).
 
 testcontainers is an optional extra: ``pip install -c constraints.txt -e '.[containers]'``.
 """
@@ -15,10 +19,15 @@ testcontainers is an optional extra: ``pip install -c constraints.txt -e '.[cont
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import subprocess
-from collections.abc import Mapping
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from esjoin.testing.backends import LOCALSTACK_TEST_POLLING, BackendError
@@ -33,6 +42,18 @@ EDGE_PORT = 4566
 DOCKER_SOCKET = "/var/run/docker.sock"
 READY_TIMEOUT = 180.0
 """Seconds from the container's start to LocalStack's "Ready." (the image pull comes before)."""
+BOOTSTRAP_TIMEOUT = 180.0
+"""Seconds from "Ready." to the ready.d hook's success (it creates the stack, functions included)."""
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+HOOK = "esjoin-bootstrap.sh"
+HOOK_ENVIRONMENT = {  # docker-compose.yml's, for the hook
+    "ESJOIN_BOOTSTRAP_PYTHON": "/opt/code/localstack/.venv/bin/python",
+    "ESJOIN_BOOTSTRAP_ENDPOINT": f"http://127.0.0.1:{EDGE_PORT}",
+    "ESJOIN_PROJECT_DIR": "/opt/esjoin",
+    "ESJOIN_OUTPUTS": "/var/lib/esjoin/outputs.json",
+    "ESJOIN_STAGE": "local",
+    "ESJOIN_REGION": "us-east-1",
+}
 INSTALL_HINT = "pip install -c constraints.txt -e '.[containers]'"
 
 
@@ -126,8 +147,11 @@ class LocalStackHandle:
             return "(not started)"
 
 
-def start_localstack(environ: Mapping[str, str] | None = None) -> tuple[LocalStackHandle, str]:
-    """Start LocalStack in Docker; return its handle and endpoint URL once it says "Ready."."""
+def start_localstack(
+    environ: Mapping[str, str] | None = None, wait: Callable[[str], None] | None = None
+) -> tuple[LocalStackHandle, str]:
+    """Start LocalStack in Docker; return its handle and endpoint URL once `wait` says it is usable
+    (by default: once the bootstrap hook has succeeded)."""
     try:
         from testcontainers.core.network import Network
 
@@ -152,7 +176,13 @@ def start_localstack(environ: Mapping[str, str] | None = None) -> tuple[LocalSta
     container = LocalStackContainer(image=spec.image, edge_port=EDGE_PORT, region_name=REGION)
     for name, value in {**spec.environment, "LAMBDA_DOCKER_NETWORK": network.name}.items():
         container.with_env(name, value)
+    for name, value in HOOK_ENVIRONMENT.items():
+        container.with_env(name, value)
+    outputs = tempfile.mkdtemp(prefix="localstack-outputs-", dir=_state_dir())
     container.with_volume_mapping(DOCKER_SOCKET, DOCKER_SOCKET, "rw")
+    container.with_volume_mapping(str(PROJECT_DIR), HOOK_ENVIRONMENT["ESJOIN_PROJECT_DIR"], "ro")
+    container.with_volume_mapping(str(PROJECT_DIR / "docker" / HOOK), f"/etc/localstack/init/ready.d/{HOOK}", "ro")
+    container.with_volume_mapping(outputs, os.path.dirname(HOOK_ENVIRONMENT["ESJOIN_OUTPUTS"]), "rw")
     container.with_network(network).with_network_aliases(NETWORK_ALIAS)
     container.ports[str(EDGE_PORT)] = (spec.publish_address, None)  # docker-py: this address, any free port
     handle = LocalStackHandle(container, network)
@@ -160,16 +190,66 @@ def start_localstack(environ: Mapping[str, str] | None = None) -> tuple[LocalSta
         container.start(timeout=READY_TIMEOUT)
         host = container.get_container_host_ip()
         port = container.get_exposed_port(EDGE_PORT)
+        # Published on loopback (a local engine): 127.0.0.1 is the address, whatever testcontainers
+        # guesses (inside a container it guesses the bridge's gateway, which that port is not bound to).
+        local = spec.publish_address == "127.0.0.1" or host in ("localhost", "127.0.0.1", "::1")
+        host = "127.0.0.1" if local else host
+        endpoint = f"http://{host}:{port}"
+        (wait or wait_for_bootstrap)(endpoint)
     except Exception as error:
         logs = _tail_logs(container)
         handle.remove()
         raise BackendError(
             f"LocalStack ({spec.image}) did not start: {type(error).__name__}: {error}"
-            f"{' (newer images need LOCALSTACK_AUTH_TOKEN)' if spec.image != DEFAULT_IMAGE else ''}"
-            f"\n{logs}"
+            f"{start_hint(spec, str(error), logs)}\n{logs}"
         ) from None
-    host = "127.0.0.1" if host in ("localhost", "127.0.0.1", "::1") else host
-    return handle, f"http://{host}:{port}"
+    return handle, endpoint
+
+
+def start_hint(spec: LocalStackSpec, error: str, logs: str) -> str:
+    """What to do about a failed start, where the error or the container log tells."""
+    if "ryuk" in error.lower():
+        return (
+            " (testcontainers' Ryuk reaper image cannot be pulled here: set TESTCONTAINERS_RYUK_DISABLED=true;"
+            " the harness removes its container and network itself)"
+        )
+    if "auth" in logs.lower() and "token" in logs.lower():
+        return " (this image needs LOCALSTACK_AUTH_TOKEN; or use docker/localstack-offline/build.sh's image)"
+    if spec.image != DEFAULT_IMAGE:
+        return " (LOCALSTACK_IMAGE is set: is that image in the Docker engine, and does it start without a token?)"
+    return ""
+
+
+def _state_dir() -> str:
+    from esjoin.testing.backends import STATE_DIR
+
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    return str(STATE_DIR.resolve())
+
+
+def wait_for_bootstrap(endpoint: str, timeout: float = BOOTSTRAP_TIMEOUT) -> None:
+    """Wait until LocalStack's READY stage has run the hook successfully (docker/healthcheck.py's
+    verdict, the compose healthcheck's); raise at once when the hook failed, or at the deadline."""
+    check = _healthcheck_module().localstack_init
+    deadline = time.monotonic() + timeout
+    while True:
+        verdict = check(endpoint, HOOK)
+        if verdict.healthy:
+            return
+        if verdict.final:
+            raise RuntimeError(f"the bootstrap hook failed: {verdict.message}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the bootstrap hook did not finish within {timeout:.0f} s: {verdict.message}")
+        time.sleep(0.5)  # the container's own healthcheck polls every 5 s; this is only the harness waiting
+
+
+def _healthcheck_module() -> Any:
+    path = PROJECT_DIR / "docker" / "healthcheck.py"
+    spec = importlib.util.spec_from_file_location("esjoin_docker_healthcheck", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def _tail_logs(container: Any, lines: int = 30) -> str:

@@ -452,9 +452,10 @@ def testcontainers(monkeypatch: pytest.MonkeyPatch) -> type[FakeLocalStack]:
 
 
 def test_testcontainers_localstack_is_started_as_compose_starts_it(testcontainers: type[FakeLocalStack]) -> None:
-    handle, endpoint = localstack_container.start_localstack({"LOCALSTACK_AUTH_TOKEN": "ls-token"})
+    waited: list[str] = []
+    handle, endpoint = localstack_container.start_localstack({"LOCALSTACK_AUTH_TOKEN": "ls-token"}, wait=waited.append)
     container = testcontainers.instances[0]
-    assert endpoint == "http://127.0.0.1:49153"
+    assert endpoint == "http://127.0.0.1:49153" and waited == [endpoint]  # returned only once the wait said so
     assert container.image == "localstack/localstack:4.14.0" and container.region_name == "us-east-1"
     assert container.env["SERVICES"] == "kinesis,dynamodb,dynamodbstreams,sqs,lambda,logs,iam,sts"
     assert container.env["LOCALSTACK_AUTH_TOKEN"] == "ls-token"
@@ -462,6 +463,11 @@ def test_testcontainers_localstack_is_started_as_compose_starts_it(testcontainer
     assert container.aliases == ("localstack",)
     assert ("/var/run/docker.sock", "/var/run/docker.sock", "rw") in container.volumes
     assert container.ports == {"4566": ("127.0.0.1", None)}  # loopback, any free port
+    # the compose profile's ready.d hook, with the checkout it runs from and a place for its outputs
+    hook = ROOT / "docker" / "esjoin-bootstrap.sh"
+    assert (str(hook), "/etc/localstack/init/ready.d/esjoin-bootstrap.sh", "ro") in container.volumes
+    assert (str(ROOT), "/opt/esjoin", "ro") in container.volumes
+    assert container.env["ESJOIN_PROJECT_DIR"] == "/opt/esjoin" and container.env["ESJOIN_STAGE"] == "local"
 
     handle.terminate()
     assert handle.wait(timeout=20) == 0
@@ -474,6 +480,26 @@ def test_a_failed_testcontainers_start_cleans_up_and_says_why(testcontainers: ty
     testcontainers.fail_start = TimeoutError("no 'Ready.' within 180 s")
     with pytest.raises(BackendError, match=r"(?s)did not start.*Ready.*manifest unknown"):
         localstack_container.start_localstack({})
+    container = testcontainers.instances[0]
+    assert container.stopped and container.network.removed
+
+
+def test_a_loopback_port_is_reached_on_loopback_whatever_testcontainers_guesses(
+    testcontainers: type[FakeLocalStack], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside a container testcontainers guesses the bridge's gateway, where a port published on
+    127.0.0.1 does not answer (seen: the start waited 180 s on 172.22.0.1 and failed)."""
+    monkeypatch.setattr(FakeLocalStack, "get_container_host_ip", lambda self: "172.22.0.1")
+    _, endpoint = localstack_container.start_localstack({}, wait=lambda endpoint: None)
+    assert endpoint == "http://127.0.0.1:49153"
+
+
+def test_a_failed_bootstrap_hook_fails_the_start_with_the_hook_s_verdict(testcontainers: type[FakeLocalStack]) -> None:
+    def hook_failed(endpoint: str) -> None:
+        raise RuntimeError("the bootstrap hook failed: init script(s) esjoin-bootstrap.sh failed")
+
+    with pytest.raises(BackendError, match=r"(?s)did not start.*esjoin-bootstrap.sh failed.*manifest unknown"):
+        localstack_container.start_localstack({}, wait=hook_failed)
     container = testcontainers.instances[0]
     assert container.stopped and container.network.removed
 
