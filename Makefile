@@ -25,7 +25,7 @@ TEST_ENV := LAMBDA_EVENT_SOURCE_MAPPING_POLL_INTERVAL_SEC=$${LAMBDA_EVENT_SOURCE
 	LAMBDA_EVENT_SOURCE_MAPPING_MAX_BACKOFF_ON_EMPTY_POLL_SEC=$${LAMBDA_EVENT_SOURCE_MAPPING_MAX_BACKOFF_ON_EMPTY_POLL_SEC:-0.5}
 endif
 
-.PHONY: help install up down status logs demo test test-unit test-emulator test-integration compose-tool aws-cli-v2 bench lint clean
+.PHONY: help install up down status logs demo test test-unit test-emulator test-integration test-docker compose-tool aws-cli-v2 bench lint clean
 
 help:
 	@echo "make up                 install, start the embedded endpoint, bootstrap the stack, print outputs"
@@ -33,6 +33,7 @@ help:
 	@echo "make demo               send the sample events and print the view rows (after make up)"
 	@echo "make test               lint + unit + emulator + integration tests (what CI runs)"
 	@echo "make test-integration   end-to-end suites (BACKEND=embedded|localstack|emulator-container)"
+	@echo "make test-docker        LocalStack in Docker: compose profile and testcontainers (skips without an engine)"
 	@echo "make bench              benchmarks: bench/results/*.json and tables"
 	@echo "make down               stop what make up started (same BACKEND)"
 	@echo "make logs               the endpoint's or the containers' log (same BACKEND)"
@@ -99,6 +100,12 @@ aws-cli-v2:
 	else echo "no AWS CLI v2 and no Debian package to install: the aws logs tail test will skip"; fi
 
 test: lint compose-tool aws-cli-v2 test-unit test-emulator test-integration
+
+# Not part of `make test` (CI has no Docker engine): the LocalStack runs in Docker, compose profile and
+# testcontainers path, on LOCALSTACK_IMAGE or the offline build (docker/localstack-offline/). Skips with
+# a message where no engine answers.
+test-docker:
+	bash docker/test-docker.sh
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
