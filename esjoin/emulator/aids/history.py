@@ -96,27 +96,70 @@ def _entry(
     )
 
 
+@dataclass
+class InvocationDetail:
+    """What the console shows when a bar is opened: the event (a batch), the response and the log,
+    each cut at DETAIL_LIMIT bytes (`truncated` says so)."""
+
+    payload: bytes
+    response: bytes
+    log: str
+    truncated: bool
+
+
+DETAIL_LIMIT = 256 * 1024
+DETAIL_SIZE = 500
+"""The newest invocations keep their detail; older ones keep only their record."""
+
+
+def _detail(payload: bytes, result: InvocationResult) -> InvocationDetail:
+    truncated = len(payload) > DETAIL_LIMIT or len(result.payload or b"") > DETAIL_LIMIT
+    return InvocationDetail(
+        payload=payload[:DETAIL_LIMIT],
+        response=(result.payload or b"")[:DETAIL_LIMIT],
+        log=result.log[-DETAIL_LIMIT:],
+        truncated=truncated,
+    )
+
+
 class InvocationHistory:
     def __init__(self, size: int) -> None:
         self._records: deque[InvocationRecord] = deque(maxlen=size)
+        self._details: dict[int, InvocationDetail] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
     def record(
-        self, function: str, origin: InvocationOrigin, result: InvocationResult, started_at: float, ended_at: float
+        self,
+        function: str,
+        origin: InvocationOrigin,
+        result: InvocationResult,
+        started_at: float,
+        ended_at: float,
+        payload: bytes = b"",
     ) -> None:
-        self._append(_entry(function, origin, result, started_at, ended_at))
+        self._append(_entry(function, origin, result, started_at, ended_at), _detail(payload, result))
+
+    def get(self, record_id: int) -> tuple[InvocationRecord, InvocationDetail] | None:
+        with self._lock:
+            detail = self._details.get(record_id)
+            record = next((r for r in reversed(self._records) if r.id == record_id), None) if detail else None
+        return None if record is None or detail is None else (record, detail)
 
     def record_throttle(self, function: str, origin: InvocationOrigin, message: str, at: float) -> None:
         entry = _entry(function, origin, InvocationResult(request_id="", payload=b""), at, at)
         entry.outcome, entry.error_type, entry.error_message = THROTTLED, "TooManyRequestsException", message
         self._append(entry)
 
-    def _append(self, entry: InvocationRecord) -> None:
+    def _append(self, entry: InvocationRecord, detail: InvocationDetail | None = None) -> None:
         """Number and publish a finished record: readers never see one still being filled in."""
         with self._lock:
             entry.id = next(self._ids)
             self._records.append(entry)
+            if detail is not None:
+                self._details[entry.id] = detail
+                if len(self._details) > DETAIL_SIZE:
+                    del self._details[next(iter(self._details))]  # the oldest: ids only grow
 
     def query(
         self, function: str | None = None, mapping: str | None = None, since_id: int = 0, limit: int | None = None
@@ -138,3 +181,4 @@ class InvocationHistory:
     def clear(self) -> None:
         with self._lock:
             self._records.clear()
+            self._details.clear()

@@ -579,7 +579,7 @@ class LambdaBackend:
                 raise
             if fault is not None:
                 result.injected_fault = fault.id
-        self.history.record(function.name, origin, result, started, time.time())
+        self.history.record(function.name, origin, result, started, time.time(), payload)
         return result
 
     # -- event source mappings -----------------------------------------------------------------
