@@ -25,7 +25,7 @@ TEST_ENV := LAMBDA_EVENT_SOURCE_MAPPING_POLL_INTERVAL_SEC=$${LAMBDA_EVENT_SOURCE
 	LAMBDA_EVENT_SOURCE_MAPPING_MAX_BACKOFF_ON_EMPTY_POLL_SEC=$${LAMBDA_EVENT_SOURCE_MAPPING_MAX_BACKOFF_ON_EMPTY_POLL_SEC:-0.5}
 endif
 
-.PHONY: help install up down status logs demo test test-unit test-emulator test-integration test-docker compose-tool aws-cli-v2 bench lint clean
+.PHONY: help install up down status logs demo test test-unit test-emulator test-integration test-docker compose-tool aws-cli-v2 browser bench lint clean
 
 help:
 	@echo "make up                 install, start the embedded endpoint, bootstrap the stack, print outputs"
@@ -99,7 +99,18 @@ aws-cli-v2:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q awscli >/dev/null || echo "could not install awscli; the aws logs tail test will skip"; \
 	else echo "no AWS CLI v2 and no Debian package to install: the aws logs tail test will skip"; fi
 
-test: lint compose-tool aws-cli-v2 test-unit test-emulator test-integration
+# tests/integration/test_console_browser.py drives Debian's chromium with Playwright (no browser download):
+# as root with apt-get, install it (about 40 s measured); otherwise those tests skip and say why.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium (Debian) for the console's browser tests"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && \
+	    apt-get install -y -q chromium >/dev/null; } || echo "could not install chromium; the browser tests will skip"; \
+	else echo "no chromium and no root + apt-get to install it: the console's browser tests will skip"; fi
+
+test: lint compose-tool aws-cli-v2 browser test-unit test-emulator test-integration
 
 # Not part of `make test` (CI has no Docker engine): the LocalStack runs in Docker, compose profile and
 # testcontainers path, on LOCALSTACK_IMAGE or the offline build (docker/localstack-offline/). Skips with

@@ -48,6 +48,10 @@ class EmulatorConfig:
     """ESJOIN_SERIALIZE_WRITES: one request at a time inside moto (linearizable conditional writes)."""
     history_size: int = 20000
     """ESJOIN_HISTORY_SIZE: invocations kept by the control API's history."""
+    console_oracle: str = "esjoin.testing.oracle:expected_view"
+    """ESJOIN_CONSOLE_ORACLE: `module:function(user_id, events)` whose result the console's Data view puts
+    next to a user's view row (default: the demo's oracle); empty: no comparison. Named, not imported:
+    the endpoint knows nothing of the application."""
     log_level: str = "WARNING"
     """ESJOIN_LOG_LEVEL: the endpoint's own log level (`-v` on the CLI sets INFO)."""
     allowed_hosts: frozenset[str] = frozenset()
@@ -76,6 +80,7 @@ class EmulatorConfig:
         "lambda_idle_seconds": ("ESJOIN_LAMBDA_IDLE_SECONDS", float),
         "serialize_writes": ("ESJOIN_SERIALIZE_WRITES", _env_bool),
         "history_size": ("ESJOIN_HISTORY_SIZE", int),
+        "console_oracle": ("ESJOIN_CONSOLE_ORACLE", str),
         "log_level": ("ESJOIN_LOG_LEVEL", str),
         "allowed_hosts": ("ESJOIN_ALLOWED_HOSTS", split_names),
         "allowed_origins": ("ESJOIN_ALLOWED_ORIGINS", split_origins),

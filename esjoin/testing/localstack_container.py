@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -90,9 +91,10 @@ class LocalStackHandle:
     (subprocess.TimeoutExpired if it takes longer), kill() stops it at once. The container and its
     network are removed once it has stopped."""
 
-    def __init__(self, container: Any, network: Any) -> None:
+    def __init__(self, container: Any, network: Any, outputs: str | None = None) -> None:
         self.container = container  # testcontainers' LocalStackContainer
         self.network = network  # testcontainers' Network
+        self.outputs = outputs  # the hook's outputs directory, under .esjoin/
         self._removed = False
 
     def _docker(self) -> Any:
@@ -138,6 +140,8 @@ class LocalStackHandle:
             # It fails while a leftover Lambda container still uses it; testcontainers' Ryuk reaps it later.
             with contextlib.suppress(Exception):
                 self.network.remove()
+            if self.outputs:
+                shutil.rmtree(self.outputs, ignore_errors=True)
 
     @property
     def container_id(self) -> str:
@@ -185,7 +189,7 @@ def start_localstack(
     container.with_volume_mapping(outputs, os.path.dirname(HOOK_ENVIRONMENT["ESJOIN_OUTPUTS"]), "rw")
     container.with_network(network).with_network_aliases(NETWORK_ALIAS)
     container.ports[str(EDGE_PORT)] = (spec.publish_address, None)  # docker-py: this address, any free port
-    handle = LocalStackHandle(container, network)
+    handle = LocalStackHandle(container, network, outputs)
     try:
         container.start(timeout=READY_TIMEOUT)
         host = container.get_container_host_ip()

@@ -1,6 +1,7 @@
 """The control API under /_esjoin/: what tests need beyond AWS. Documented in the README.
 
 GET    /_esjoin/health                       200 {"status": "ready", ...} once serving (503 before)
+GET    /_esjoin/ui[/...]                     the live console and its JSON (esjoin/emulator/console/routes.py)
 GET    /_esjoin/quiescence                   {"quiescent": bool, ...}: no mapping has work pending,
                                              nothing in flight, no async invocation queued
 GET    /_esjoin/history?function=&mapping=&since=&limit=   invocations, oldest first
@@ -38,6 +39,7 @@ from werkzeug.wrappers import Request, Response
 
 from esjoin.emulator.aids.faults import FaultError
 from esjoin.emulator.aids.schedule import SETTLE, Scheduler
+from esjoin.emulator.console.routes import Console
 from esjoin.emulator.http.scheduled import blob_references
 from esjoin.emulator.invocation import LambdaServiceError
 
@@ -53,6 +55,7 @@ CODE = re.compile(r"^/_esjoin/code/(?P<region>[^/]+)/(?P<name>[^/]+)\.zip$")
 class ControlApi:
     def __init__(self, emulator: Emulator) -> None:
         self.emulator = emulator
+        self.console = Console(emulator)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         request = Request(environ)
@@ -69,6 +72,8 @@ class ControlApi:
         emulator = self.emulator
         if path == "/_esjoin/health":
             return reply(emulator.health(), 200 if emulator.ready else 503)
+        if path == "/_esjoin/ui" or path.startswith("/_esjoin/ui/"):
+            return self.console.dispatch(request)
         if path == "/_esjoin/quiescence" and method == "GET":
             return reply(emulator.quiescence())
         if path == "/_esjoin/history":
