@@ -1,9 +1,11 @@
-"""`python -m bench [emulator|pipeline|smoke|robustness] [--quick] [--endpoint URL ...]`: run the benchmarks.
+"""`python -m bench [PART] [--quick] [--endpoint URL ...]`: run the benchmarks (PART: see below).
 
 With no part, emulator, pipeline and smoke run one after another (each on an endpoint of its own);
-robustness (about seven minutes: lock hold, sustained load, killed workers) and deterministic (about
-ten: deterministic mode's cost, virtual time, exploration, trace size) run only when named.
-Each part prints its Markdown table and writes `bench/results/<part>.json` and `.md`. `--quick` runs
+robustness (about seven minutes: lock hold, sustained load, killed workers), deterministic (about
+ten: deterministic mode's cost, virtual time, exploration, trace size) and console (about one: the
+pipeline's throughput with the console open in chromium) run only when named.
+Each part prints its Markdown table and writes `bench/results/<part>.json` and `.md`, and SVG plots
+next to them where it has figures to plot (bench/plots.py). `--quick` runs
 smaller samples (a check that the benchmarks work, not figures to quote). `--only` runs some sections
 of the emulator part (startup, calls, two_hop, throughput) or of the robustness part (lock_hold, load,
 kill_workers), e.g. while working on one of them. The smoke part runs its workload on a fresh embedded
@@ -16,8 +18,10 @@ import argparse
 import sys
 import time
 
+from bench import plots
+
 PARTS = ("emulator", "pipeline", "smoke")  # what runs with no part named
-EXPLICIT_PARTS = ("robustness", "deterministic")  # too long for every run: only when named
+EXPLICIT_PARTS = ("robustness", "deterministic", "console")  # too long for every run: only when named
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -71,13 +75,21 @@ def main(argv: list[str] | None = None) -> int:
             from bench import pipeline_bench
 
             report = pipeline_bench.run(args.quick)
+        elif part == "console":
+            from bench import console_bench
+
+            report = console_bench.run(args.quick)
         else:
             from bench import smoke_bench
 
             report = smoke_bench.run(args.quick, args.endpoint)
         json_path, md_path = report.write()
+        plotted = plots.write(part, report.data, json_path.parent)
         print(report.markdown())
-        print(f"wrote {json_path} and {md_path} in {time.monotonic() - began:.0f} s", flush=True)
+        print(
+            f"wrote {json_path} and {md_path}{''.join(f', {p}' for p in plotted)} in {time.monotonic() - began:.0f} s",
+            flush=True,
+        )
         if report.data.get("failed"):
             failed.append(part)
     if failed:

@@ -316,7 +316,10 @@ class SmokeWorkload:
         two_hops = [1000 * (float(rows[f"k-{key}"]["arrived_at"]["N"]) - sent[f"k-{key}"]) for key in keys]
         sqs = [1000 * (float(rows[f"q-{key}"]["arrived_at"]["N"]) - sent[f"q-{key}"]) for key in keys]
         for path, latencies in zip(PATHS, (one_hop, two_hops, sqs), strict=True):
-            self.result["paths"][path] = summary_ms(latencies)
+            self.result["paths"][path] = {
+                **summary_ms(latencies),
+                "samplesMs": [round(v, 3) for v in latencies],  # bench/plots.py draws their CDF
+            }
             figures = self.result["paths"][path]
             self.log(f"{path}: n={figures['n']} p50={figures['p50']:.1f} ms p99={figures['p99']:.1f} ms")
 
