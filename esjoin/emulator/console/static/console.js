@@ -91,7 +91,8 @@ function figures(node) {
     case "queue": return [`visible ${node.visible}, in flight ${node.inFlight}, delayed ${node.delayed}`, node.dlq ? `DLQ ${node.dlq.split(":").pop()}` : ""];
     case "function": return [`warm ${node.warm}, busy ${node.busy}`, `p50 ${node.durationP50 ?? "–"} ms, p99 ${node.durationP99 ?? "–"} ms`];
     case "mapping": {
-      const lag = typeof node.lag === "number" ? `lag ${node.lag}` : node.shards ? `${Object.keys(node.shards).length} shards` : "";
+      const shardLags = node.shards && typeof node.shards === "object" ? Object.values(node.shards).map((s) => s.lag ?? "–") : [];
+      const lag = typeof node.lag === "number" ? `lag ${node.lag}` : shardLags.length ? `lag per shard ${shardLags.join(", ")}` : "";
       return [`${node.state}, batch ${node.batchSize}, in flight ${node.inFlight ?? 0}`,
         `${lag}${(node.retrying || []).length ? `, retrying ${node.retrying.length}` : ""}`,
         node.lastError ? `last error: ${node.lastError}`.slice(0, 60) : ""];
