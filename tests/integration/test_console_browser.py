@@ -152,18 +152,34 @@ def test_the_timeline_is_usable_from_the_keyboard(console: dict[str, Any]) -> No
     assert unlabelled == [], f"controls without a label: {unlabelled}"
 
 
-def test_an_injected_fault_is_a_red_bar(console: dict[str, Any]) -> None:
+def test_an_injected_fault_is_a_red_bar_then_a_failure_that_replays(console: dict[str, Any]) -> None:
+    """An error injected into the consumer for one user's events: red bars while the mapping retries, then
+    (retries exhausted) the on-failure record in the Failures view; replayed once the fault is gone, the
+    batch's records go back on the stream and reach the view."""
     page, pipeline, backend = console["page"], console["pipeline"], console["backend"]
-    fault = backend.control.add_fault("error", function=pipeline.function("command"), count=1)
+    consumer, user = pipeline.function("consumer"), "ui-faulty"
+    fault = backend.control.add_fault("error", function=consumer, match=user)
     try:
-        response = backend.client("lambda").invoke(FunctionName=pipeline.function("command"), Payload=b'{"events": []}')
-        assert response.get("FunctionError") == "Unhandled"
+        pipeline.put_events([user_created(user, "Faulty", now_ms())])
+        show(page, "timeline")
+        page.locator(f"rect.bar[data-outcome=fault][aria-label^='{consumer}']").last.wait_for()
+        assert (
+            page.evaluate("() => getComputedStyle(document.querySelector('rect.bar.fault')).fill") == "rgb(213, 0, 0)"
+        )
+        failure = page.locator("section.failure:has-text('RetryAttemptsExhausted')")
+        wait_until(
+            pipeline,
+            lambda: (show(page, "failures"), failure.count())[1] > 0,
+            "the exhausted batch's on-failure record in the Failures view",
+            observe=lambda: page.locator("#failures").inner_text()[:300],
+        )
     finally:
         backend.control.remove_fault(fault["id"])
-    show(page, "timeline")
-    bar = page.locator("rect.bar[data-outcome=fault]").last
-    bar.wait_for()
-    assert page.evaluate("() => getComputedStyle(document.querySelector('rect.bar.fault')).fill") == "rgb(213, 0, 0)"
+    screenshot(page, "failures-injected")
+    failure.first.locator("button").click()  # asks first; the test accepts
+    page.wait_for_selector("#status:has-text('replay')")
+    assert "to stream" in page.locator("#status").inner_text(), page.locator("#status").inner_text()
+    wait_until(pipeline, lambda: (pipeline.views([user]).get(user) or {}).get("name") == "Faulty", "the replayed view")
     no_console_errors(console)
 
 

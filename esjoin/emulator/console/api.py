@@ -406,6 +406,8 @@ class ConsoleData:
                     data=record["data"],  # base64, as the API request carries it and moto keeps it
                 )
                 target = f"stream {stream_name}"
+            elif isinstance(body, dict) and isinstance(body.get("KinesisBatchInfo"), dict):
+                target, written = self._replay_batch(body["KinesisBatchInfo"])
             elif source is not None and ":sqs:" in source:
                 source_name = source.rsplit(":", 1)[-1]
                 moto.sqs(region).send_message(source_name, message.body)
@@ -419,6 +421,29 @@ class ConsoleData:
             queue._messages.remove(message)
         self.emulator.notifier.notify(written)  # the source's mapping hears of it at once
         return {"replayed": message_id, "to": target}
+
+    def _replay_batch(self, info: dict[str, Any]) -> tuple[str, str]:
+        """A Kinesis on-failure record names a shard and a sequence range: put those records on the
+        stream again (new sequence numbers, same data and partition keys). Called under moto's lock."""
+        kinesis = self.emulator.moto.kinesis(self.region)
+        arn = str(info.get("streamArn") or "")
+        stream = next((s for s in kinesis.streams.values() if s.arn == arn), None)
+        shard = stream.shards.get(str(info.get("shardId"))) if stream is not None else None
+        if shard is None:
+            raise ConsoleError(f"the batch's stream or shard is gone ({arn} {info.get('shardId')})", 409)
+        first, last = int(info.get("startSequenceNumber") or 0), int(info.get("endSequenceNumber") or 0)
+        records = [r for r in shard.records.values() if first <= int(r.sequence_number) <= last]
+        if not records:
+            raise ConsoleError("the batch's records are no longer on the stream (trimmed by retention?)", 409)
+        for record in records:
+            kinesis.put_record(
+                stream_arn=None,
+                stream_name=stream.stream_name,
+                partition_key=record.partition_key,
+                explicit_hash_key=None,
+                data=record.data,
+            )
+        return f"stream {stream.stream_name} ({len(records)} records)", stream.arn
 
     # ---- data --------------------------------------------------------------------------------
 
@@ -548,6 +573,10 @@ def failure_message(message: Any, source: str | None) -> dict[str, Any]:
     body = decode_text(message.body)
     reason = body.get("reason") if isinstance(body, dict) else None
     original = body.get("record") or body.get("message") if isinstance(body, dict) else None
+    if isinstance(body, dict) and isinstance(body.get("requestContext"), dict):  # a mapping's on-failure record
+        context = body["requestContext"]
+        reason = f"{context.get('condition')} after {context.get('approximateInvokeCount')} invocations"
+        original = body.get("KinesisBatchInfo") or body.get("DDBStreamBatchInfo") or body.get("SQSBatchInfo")
     if isinstance(original, dict) and isinstance(original.get("data"), str):
         with contextlib.suppress(ValueError):
             original = {**original, "decoded": decode_bytes(base64.b64decode(original["data"]))}
