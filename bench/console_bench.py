@@ -13,26 +13,15 @@ Needs Playwright and chromium (the same as the browser tests); says so and skips
 
 from __future__ import annotations
 
-import os
 import statistics
 import uuid
 
 from bench import pipeline_bench
 from bench.endpoints import EmbeddedEndpoint
 from bench.report import Measurement, PartReport
+from esjoin.testing import browser
 
 COST_TARGET_PERCENT = 5.0
-CHROMIUM = os.environ.get("ESJOIN_CHROMIUM") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def run(quick: bool = False) -> PartReport:
@@ -40,20 +29,18 @@ def run(quick: bool = False) -> PartReport:
     pairs = 1 if quick else 3
     settings = pipeline_bench.Settings(users=50, throughput_events=2000 if quick else 6000)
     report.data["settings"] = {"pairs": pairs, "eventsPerPhase": settings.throughput_events, "users": settings.users}
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        report.notes.append("skipped: Playwright is not installed (pip install -c constraints.txt -e '.[dev]')")
+    why = browser.missing()
+    if why:
+        report.notes.append(f"skipped: {why}")
         return report
-    if not os.access(CHROMIUM, os.X_OK):
-        report.notes.append(f"skipped: no chromium at {CHROMIUM} (apt-get install chromium)")
-        return report
+    from playwright.sync_api import sync_playwright
+
     rates: dict[str, list[float]] = {"without the page": [], "with the page open": []}
     run_id = uuid.uuid4().hex[:6]
     with EmbeddedEndpoint() as endpoint, sync_playwright() as playwright:
         pipeline, _ = pipeline_bench.deploy(endpoint, f"console-{run_id}", settings)
         pid = endpoint.process.pid if endpoint.process else 0
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        chromium = browser.launch(playwright)
         phase = 0
 
         def measure(with_page: bool) -> None:
@@ -61,9 +48,10 @@ def run(quick: bool = False) -> PartReport:
             phase += 1
             page = None
             if with_page:
-                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                page = chromium.new_page(viewport={"width": 1400, "height": 900})
                 page.goto(f"{endpoint.url}/_esjoin/ui")
                 page.click("#tab-timeline")
+                page.wait_for_selector("rect.bar")  # loaded: what is measured is the page open, not its start
             users = [f"c{phase}-{run_id}-{i:03d}" for i in range(settings.users)]
             one = PartReport("console", "phase", quick)
             pipeline_bench.measure_throughput(one, settings, pipeline, users, pid)
@@ -79,7 +67,7 @@ def run(quick: bool = False) -> PartReport:
             order = (False, True) if pair % 2 == 0 else (True, False)
             for with_page in order:
                 measure(with_page)
-        browser.close()
+        chromium.close()
     medians = {name: statistics.median(values) for name, values in rates.items()}
     without, with_page = medians["without the page"], medians["with the page open"]
     cost = (without - with_page) / without * 100

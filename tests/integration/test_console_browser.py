@@ -8,14 +8,13 @@ One screenshot per view goes to .esjoin/test-output/console/ for review.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from esjoin.testing import browser
 from esjoin.testing.checks import assert_converged
 from esjoin.testing.events import logged_in, now_ms, order_submitted, user_created
 from esjoin.testing.pipeline import EventLog, Pipeline
@@ -24,26 +23,16 @@ from tests.integration.support.scenario import wait_until
 
 pytestmark = pytest.mark.embedded_only("drives the embedded endpoint's console")
 
-CHROMIUM = os.environ.get("ESJOIN_CHROMIUM") or "/usr/bin/chromium"
-# The flags this machine's closed network needs (no background fetches, no QUIC), headless, as root.
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOTS = Path(".esjoin/test-output/console")
 
 
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
-    if not (os.access(CHROMIUM, os.X_OK) or shutil.which(CHROMIUM)):
-        pytest.skip(f"no chromium at {CHROMIUM}: apt-get install chromium (make test does, as root)")
+    why = browser.missing()
+    if why:
+        pytest.skip(why)
+    from playwright.sync_api import sync_playwright
+
     directory = tmp_path_factory.mktemp("console")
     backend = own_backend(directory)
     log = EventLog()
@@ -55,9 +44,9 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     assert_converged(pipeline)  # warm workers: later bars come within the second the page promises
     odd = odd_table(backend)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
+    with sync_playwright() as playwright:
+        chromium = browser.launch(playwright)
+        page = chromium.new_page(viewport={"width": 1400, "height": 900})
         errors: list[str] = []
         page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
         page.on("pageerror", lambda error: errors.append(str(error)))
@@ -73,7 +62,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
                 "odd": odd,
             }
         finally:
-            browser.close()
+            chromium.close()
             backend.stop()
 
 

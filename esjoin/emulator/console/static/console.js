@@ -147,6 +147,10 @@ function renderGraph(graph) {
 // ---- timeline ---------------------------------------------------------------------------------
 
 async function loadInvocations() {
+  if (state.lastId === 0) {  // a first look: only the newest MAX_BARS, not the whole history
+    const changes = await api(`${API}/changes`);
+    state.lastId = Math.max(0, changes.lastId - MAX_BARS);
+  }
   let more = true;
   while (more) {
     const page = await api(`${API}/invocations?since=${state.lastId}&limit=200`);
