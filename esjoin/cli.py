@@ -479,10 +479,14 @@ def compose_up(backend: str, stage: str) -> None:
     older checkout would run silently."""
     command = compose("--profile", COMPOSE_PROFILES[backend], "up", "-d", "--build")
     console.print("$ " + " ".join(command))
-    run = subprocess.run(command, env={**os.environ, "ESJOIN_STAGE": stage}, stderr=subprocess.PIPE, text=True)
-    sys.stderr.write(run.stderr)
-    if run.returncode != 0:
-        advice = image_advice(backend, run.stderr)
+    # compose reports on stderr (pulls, builds, errors): shown as it comes, and kept to read an error in
+    process = subprocess.Popen(command, env={**os.environ, "ESJOIN_STAGE": stage}, stderr=subprocess.PIPE, text=True)
+    said = []
+    for line in process.stderr or ():
+        sys.stderr.write(line)
+        said.append(line)
+    if process.wait() != 0:
+        advice = image_advice(backend, "".join(said))
         if advice:  # nothing started: leave nothing behind either (the network compose created)
             subprocess.run(compose("--profile", COMPOSE_PROFILES[backend], "down"), capture_output=True)
             raise fail(advice)
