@@ -225,7 +225,8 @@ class ConsoleData:
         by_name = {node["name"]: node["id"] for node in nodes}
         by_url = {node.get("url"): node["id"] for node in nodes if node.get("url")}
         pools = self.emulator.lambda_backend.runtime.status()
-        durations = self._durations()
+        history = self.emulator.history.query()  # one copy of the history for every figure below
+        durations = durations_by_function(history)
         for function in list(backend.functions.values()):
             if function.region != region:
                 continue
@@ -269,7 +270,7 @@ class ConsoleData:
                     "lag": status.get("lag"),
                     "shards": status.get("shards"),
                     "retrying": status.get("retryingBatches"),
-                    "lastError": self._last_error(uuid),
+                    "lastError": last_error(history, uuid),
                 }
             )
             edges.append({"from": source_id, "to": uuid, "kind": "source"})
@@ -279,27 +280,6 @@ class ConsoleData:
         known = {node["id"] for node in nodes}
         edges = [edge for edge in edges if edge["from"] in known and edge["to"] in known]
         return {"region": region, "nodes": nodes, "edges": edges, "quiescence": self.emulator.quiescence()}
-
-    def _durations(self) -> dict[str, dict[str, float]]:
-        since = time.time() - DURATION_WINDOW_SECONDS
-        per_function: dict[str, list[float]] = {}
-        for record in self.emulator.history.query():
-            if record.ended_at >= since and record.outcome != "throttled":
-                per_function.setdefault(record.function, []).append(record.duration_ms)
-        result = {}
-        for name, values in per_function.items():
-            values.sort()
-            result[name] = {
-                "p50": round(statistics.median(values), 1),
-                "p99": round(values[min(len(values) - 1, int(len(values) * 0.99))], 1),
-            }
-        return result
-
-    def _last_error(self, uuid: str) -> str | None:
-        for record in reversed(self.emulator.history.query(mapping=uuid)):
-            if record.outcome in ("error", "timeout", "partial"):
-                return f"{record.outcome}: {record.error_type or ''} {record.error_message or ''}".strip()
-        return None
 
     # ---- timeline ----------------------------------------------------------------------------
 
@@ -550,6 +530,31 @@ class ConsoleData:
             return getattr(importlib.import_module(module), function)
         except (ImportError, AttributeError) as error:
             raise ConsoleError(f"ESJOIN_CONSOLE_ORACLE={name} cannot be loaded: {error}", 500) from None
+
+
+def durations_by_function(history: list[Any]) -> dict[str, dict[str, float]]:
+    """p50 and p99 duration (ms) per function over the last DURATION_WINDOW_SECONDS."""
+    since = time.time() - DURATION_WINDOW_SECONDS
+    per_function: dict[str, list[float]] = {}
+    for record in history:
+        if record.ended_at >= since and record.outcome != "throttled":
+            per_function.setdefault(record.function, []).append(record.duration_ms)
+    result = {}
+    for name, values in per_function.items():
+        values.sort()
+        result[name] = {
+            "p50": round(statistics.median(values), 1),
+            "p99": round(values[min(len(values) - 1, int(len(values) * 0.99))], 1),
+        }
+    return result
+
+
+def last_error(history: list[Any], uuid: str) -> str | None:
+    """A mapping's newest failed delivery, as "<outcome>: <type> <message>"."""
+    for record in reversed(history):
+        if record.mapping == uuid and record.outcome in ("error", "timeout", "partial"):
+            return f"{record.outcome}: {record.error_type or ''} {record.error_message or ''}".strip()
+    return None
 
 
 def short_name(arn: str) -> str:
