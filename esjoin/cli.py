@@ -39,6 +39,7 @@ from esjoin.testing.backends import (
 )
 from esjoin.testing.control_client import ControlApiError, ControlClient
 from esjoin.testing.health import Probe, ProbeKind, probe_health
+from esjoin.testing.localstack_container import DEFAULT_IMAGE as LOCALSTACK_DEFAULT_IMAGE
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -494,7 +495,6 @@ def compose_up(backend: str, stage: str) -> None:
     wait_for_services(backend)
 
 
-LOCALSTACK_DEFAULT_IMAGE = "localstack/localstack:4.14.0"
 OFFLINE_BUILD = "sudo bash docker/localstack-offline/build.sh"
 PULL_FAILURES = ("pull access denied", "manifest unknown", "no such host", "not found", "dial tcp", "toomanyrequests")
 TOKEN_WORDS = ("auth token", "auth_token", "license", "activation")
